@@ -1,0 +1,1 @@
+"""People, devices and events, and the segment query language that selects among them."""

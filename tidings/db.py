@@ -1,0 +1,119 @@
+"""Database plumbing: the engine, sessions, declarative Base and portable column types.
+
+Plain SQLAlchemy 2.0. One engine per process, configured by `configure(url)` from the app
+factory, the worker or the CLI. Services receive a `Session` and never commit; the web layer
+and jobs own the transaction (`session_scope`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+# JSON objects: JSONB on PostgreSQL (GIN-indexable), JSON text on SQLite.
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# Big integer primary keys that still autoincrement on SQLite.
+BigID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+engine: sa.Engine | None = None
+SessionFactory = sessionmaker(expire_on_commit=False)
+
+
+def configure(url: str, **engine_kwargs) -> sa.Engine:
+    """Create (or replace) the process-wide engine for `url`."""
+    global engine
+    if engine is not None and str(engine.url) == str(sa.make_url(url)) and not engine_kwargs:
+        return engine
+    if engine is not None:
+        engine.dispose()
+    if url.startswith("sqlite"):
+        engine_kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
+    else:
+        engine_kwargs.setdefault("pool_size", 10)
+        engine_kwargs.setdefault("max_overflow", 20)
+        engine_kwargs.setdefault("pool_pre_ping", True)
+    engine = sa.create_engine(url, **engine_kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_on_connect)
+    SessionFactory.configure(bind=engine)
+    return engine
+
+
+def get_engine() -> sa.Engine:
+    if engine is None:
+        raise RuntimeError("tidings.db.configure() has not been called")
+    return engine
+
+
+@contextlib.contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on error."""
+    session = SessionFactory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _sqlite_on_connect(dbapi_conn, _record):
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+    # Math PostgreSQL has built in, for the geo predicate of the segment language.
+    for name, fn in (("sin", math.sin), ("cos", math.cos), ("asin", math.asin),
+                     ("sqrt", math.sqrt), ("radians", math.radians)):
+        dbapi_conn.create_function(name, 1, fn, deterministic=True)
+    dbapi_conn.create_function("power", 2, math.pow, deterministic=True)

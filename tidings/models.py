@@ -1,0 +1,70 @@
+"""Workspace-level rows the shell owns: apps (with their API keys) and marketer accounts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import secrets
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tidings.db import Base, BigID, JSONType, UTCDateTime, utcnow
+
+
+class KeyKind(enum.StrEnum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+def hash_key(key: str) -> str:
+    """API keys are 256-bit random strings, so a plain SHA-256 is a safe, fast lookup hash."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key(kind: KeyKind) -> str:
+    prefix = "tds_sk_" if kind is KeyKind.SERVER else "tds_ck_"
+    return prefix + secrets.token_urlsafe(32)
+
+
+class App(Base):
+    __tablename__ = "apps"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    server_key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    client_key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    server_key_hint: Mapped[str] = mapped_column(sa.String(16))
+    client_key_hint: Mapped[str] = mapped_column(sa.String(16))
+    # Per-app provider settings overriding the env ones (twilio_*, fcm_*); secrets write-only.
+    settings: Mapped[dict] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def rotate_key(self, kind: KeyKind) -> str:
+        """Replace one key; returns the new plain key (shown once, never stored)."""
+        key = new_key(kind)
+        if kind is KeyKind.SERVER:
+            self.server_key_hash, self.server_key_hint = hash_key(key), key[-4:]
+        else:
+            self.client_key_hash, self.client_key_hint = hash_key(key), key[-4:]
+        return key
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    MARKETER = "marketer"
+    VIEWER = "viewer"
+
+
+class Account(Base):
+    """A marketer login for the web UI (not an app's end user)."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(200))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
