@@ -71,3 +71,96 @@ def redis_conn(redis_url):
     yield conn
     conn.flushdb()
     conn.close()
+
+
+@pytest.fixture
+def settings(database_url, redis_url, tmp_path):
+    from tidings.config import Settings
+
+    return Settings.from_env({}, database_url=database_url, redis_url=redis_url,
+                             instance_path=str(tmp_path / "instance"), secret_key="test-secret")
+
+
+@pytest.fixture
+def app(clean_db, redis_conn, settings):
+    from tidings.app import create_app
+
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class Api:
+    """A test client bound to one app's key: `api.put("/users/u1", json={...})`."""
+
+    def __init__(self, client, app_id: int, key: str):
+        self.client, self.app_id, self.key = client, app_id, key
+
+    def _call(self, method: str, path: str, **kwargs):
+        headers = {"Authorization": f"Bearer {self.key}", **kwargs.pop("headers", {})}
+        return self.client.open(f"/api/v1{path}", method=method, headers=headers, **kwargs)
+
+    def get(self, path, **kw):
+        return self._call("GET", path, **kw)
+
+    def post(self, path, **kw):
+        return self._call("POST", path, **kw)
+
+    def put(self, path, **kw):
+        return self._call("PUT", path, **kw)
+
+    def delete(self, path, **kw):
+        return self._call("DELETE", path, **kw)
+
+    def with_key(self, key: str) -> "Api":
+        return Api(self.client, self.app_id, key)
+
+
+@pytest.fixture
+def app_keys(app):
+    """A fresh app: (app_id, server_key, client_key)."""
+    from tidings.apps import create_app_record
+    from tidings.db import session_scope
+
+    with session_scope() as session:
+        record, server_key, client_key = create_app_record(session, "Test app")
+        return record.id, server_key, client_key
+
+
+@pytest.fixture
+def api(client, app_keys) -> Api:
+    app_id, server_key, _ = app_keys
+    return Api(client, app_id, server_key)
+
+
+@pytest.fixture
+def client_api(client, app_keys) -> Api:
+    app_id, _, client_key = app_keys
+    return Api(client, app_id, client_key)
+
+
+@pytest.fixture
+def other_api(client, app) -> Api:
+    """A second app, to check that one app never sees another's objects."""
+    from tidings.apps import create_app_record
+    from tidings.db import session_scope
+
+    with session_scope() as session:
+        record, server_key, _ = create_app_record(session, "Other app")
+        return Api(client, record.id, server_key)
+
+
+@pytest.fixture
+def run_jobs(app):
+    """Drain the RQ queues with a real SimpleWorker in burst mode."""
+    from scheduler import queues
+
+    def run() -> None:
+        queues.make_worker().work(burst=True, with_scheduler=False, logging_level="WARNING")
+
+    return run

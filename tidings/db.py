@@ -117,3 +117,13 @@ def _sqlite_on_connect(dbapi_conn, _record):
                      ("sqrt", math.sqrt), ("radians", math.radians)):
         dbapi_conn.create_function(name, 1, fn, deterministic=True)
     dbapi_conn.create_function("power", 2, math.pow, deterministic=True)
+
+
+def insert_for(session_or_conn, table: sa.Table):
+    """The dialect's INSERT construct, which has `on_conflict_do_nothing/_do_update`."""
+    name = session_or_conn.get_bind().dialect.name if isinstance(session_or_conn, Session) else session_or_conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)

@@ -76,6 +76,7 @@ def upgrade() -> None:
     sa.Column('message', sa.Text(), nullable=True),
     sa.Column('created_at', UTCDateTime(), nullable=False),
     sa.Column('started_at', UTCDateTime(), nullable=True),
+    sa.Column('updated_at', UTCDateTime(), nullable=False),
     sa.Column('finished_at', UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['app_id'], ['apps.id'], name=op.f('fk_user_imports_app_id_apps'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_user_imports'))

@@ -1,0 +1,190 @@
+"""CSV imports of users: header check at upload, then an idempotent, resumable RQ job.
+
+Columns: `external_id` (required), the profile fields of `PUT /users/{id}` (phone, language,
+timezone, country, region, city, lat, lon, sms_opt_in, push_opt_in) and `attr.NAME` for custom
+attributes. An empty cell leaves that field as it is. Every row is validated like an API call;
+bad rows are reported with their line number and skipped, good rows are written in chunks, each
+chunk committed together with the progress counter so a re-run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+
+from marshmallow import ValidationError
+
+from segments.models import ImportStatus, UserImport
+from segments.people import upsert_users
+from segments.schemas import ATTRIBUTE_NAME, UserFieldsSchema
+from tidings.db import session_scope, utcnow
+from tidings.errors import InvalidError
+
+PROFILE_COLUMNS = ("phone", "language", "timezone", "country", "region", "city", "lat", "lon",
+                   "sms_opt_in", "push_opt_in")
+CHUNK = 1000
+MAX_REPORTED_ERRORS = 1000
+JOB = "segments.imports.run_import"
+
+_INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+_FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+")
+_TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
+
+
+def decode(content: bytes) -> str:
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidError(f"the file is not UTF-8 text (byte {exc.start})", {"field": "file"}) from None
+
+
+def check_header(text: str) -> list[str]:
+    """The header's columns, or a 422 naming what is missing or unknown."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise InvalidError("the file is empty; the first line must name the columns", {"field": "file"})
+    header = [h.strip() for h in header]
+    if "external_id" not in header:
+        raise InvalidError('the header needs an "external_id" column', {"field": "file", "columns": header})
+    unknown = [h for h in header if h != "external_id" and h not in PROFILE_COLUMNS
+               and not (h.startswith("attr.") and ATTRIBUTE_NAME.match(h[5:]))]
+    if unknown:
+        raise InvalidError(
+            f"unknown columns {', '.join(repr(u) for u in unknown)}: use profile fields or attr.NAME",
+            {"field": "file", "unknown_columns": unknown},
+        )
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if duplicated:
+        raise InvalidError(f"columns named twice: {', '.join(duplicated)}", {"field": "file"})
+    return header
+
+
+def infer(value: str):
+    """Attribute cells: integers, decimals and true/false become JSON numbers and booleans."""
+    if _INT.fullmatch(value):
+        return int(value)
+    if _FLOAT.fullmatch(value):
+        return float(value)
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return value
+
+
+def row_to_fields(header: list[str], row: list[str]) -> tuple[str, dict]:
+    if len(row) != len(header):
+        raise ValidationError(f"has {len(row)} cells, the header has {len(header)}", "row")
+    data: dict = {}
+    external_id = ""
+    for column, cell in zip(header, row, strict=True):
+        if column == "external_id":
+            external_id = cell.strip()
+            continue
+        if cell == "":
+            continue
+        if column.startswith("attr."):
+            data.setdefault("attributes", {})[column[5:]] = infer(cell)
+        elif column in ("lat", "lon"):
+            try:
+                data[column] = float(cell)
+            except ValueError:
+                raise ValidationError("must be a number", column) from None
+        elif column in ("sms_opt_in", "push_opt_in"):
+            low = cell.strip().lower()
+            if low not in _TRUE | _FALSE:
+                raise ValidationError("must be true or false", column)
+            data[column] = low in _TRUE
+        else:
+            data[column] = cell.strip()
+    if not external_id:
+        raise ValidationError("is empty", "external_id")
+    if len(external_id) > 255:
+        raise ValidationError("is longer than 255 characters", "external_id")
+    return external_id, data
+
+
+class _Superseded(Exception):
+    """Another run of the same import is ahead of this one; this one stops."""
+
+
+def _rows(text: str) -> Iterator[list[str]]:
+    reader = csv.reader(io.StringIO(text))
+    next(reader, None)
+    yield from reader
+
+
+def run_import(import_id: int) -> None:
+    """The RQ job. Safe to run twice: a finished import is left alone, a stopped one resumes."""
+    with session_scope() as session:
+        imp = session.get(UserImport, import_id, with_for_update=True)
+        if imp is None or imp.status in (ImportStatus.FINISHED, ImportStatus.FAILED):
+            return
+        imp.status = ImportStatus.RUNNING
+        imp.started_at = imp.started_at or utcnow()
+        app_id, done = imp.app_id, imp.processed_rows
+        text = decode(imp.content or b"")
+        header = check_header(text)
+        if imp.total_rows is None:
+            imp.total_rows = sum(1 for _ in _rows(text))
+
+    schema = UserFieldsSchema()
+    chunk: list[tuple[int, list[str]]] = []
+
+    def flush() -> None:
+        good, bad = [], []
+        for line, row in chunk:
+            try:
+                external_id, fields = row_to_fields(header, row)
+                good.append((external_id, schema.load(fields)))
+            except ValidationError as exc:
+                field, message = _first(exc)
+                bad.append({"line": line, "field": field, "message": message})
+        with session_scope() as session:
+            imp = session.get(UserImport, import_id, with_for_update=True)
+            if imp.processed_rows != chunk_start:  # another run of this import got here first
+                raise _Superseded
+            if good:
+                upsert_users(session, app_id, good)
+            imp.processed_rows += len(chunk)
+            imp.imported_rows += len(good)
+            imp.error_count += len(bad)
+            room = MAX_REPORTED_ERRORS - len(imp.errors or [])
+            if bad and room > 0:
+                imp.errors = [*(imp.errors or []), *bad[:room]]
+
+    chunk_start = done
+    try:
+        for index, row in enumerate(_rows(text)):
+            if index < done:
+                continue
+            chunk.append((index + 2, row))  # line numbers count the header as line 1
+            if len(chunk) == CHUNK:
+                flush()
+                chunk_start += len(chunk)
+                chunk = []
+        if chunk:
+            flush()
+    except _Superseded:
+        return
+
+    with session_scope() as session:
+        imp = session.get(UserImport, import_id, with_for_update=True)
+        if imp.status == ImportStatus.RUNNING:
+            imp.status = ImportStatus.FINISHED
+            imp.finished_at = utcnow()
+            imp.content = None  # the people are imported; do not keep a second copy of their data
+
+
+def _first(exc: ValidationError) -> tuple[str, str]:
+    messages = exc.normalized_messages()
+    if isinstance(messages, dict):
+        field = next(iter(messages))
+        value = messages[field]
+        while isinstance(value, dict):
+            field = f"{field}.{next(iter(value))}"
+            value = next(iter(value.values()))
+        return str(field), value[0] if isinstance(value, list) else str(value)
+    return "row", messages[0] if isinstance(messages, list) else str(messages)

@@ -1,0 +1,247 @@
+"""People services: upsert users and devices, ingest events, erase a person.
+
+Batches are applied with a handful of set-based statements (one SELECT ... FOR UPDATE, one
+multi-row INSERT ... ON CONFLICT, one executemany UPDATE) rather than row-by-row ORM work, so
+a 1,000-user batch or a CSV chunk costs a few round trips. Callers validate with
+`segments.schemas` first and own the transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from segments.models import Device, Event, SmsOptOut, User
+from segments.versions import version_key
+from tidings.db import insert_for, utcnow
+from tidings.errors import NotFoundError
+
+PROFILE_FIELDS = ("phone", "language", "timezone", "country", "region", "city", "lat", "lon",
+                  "sms_opt_in", "push_opt_in")
+DEVICE_FIELDS = ("platform", "device_type", "os_version", "app_version", "push_token")
+USER_DEFAULTS = {"sms_opt_in": False, "push_opt_in": True}
+
+users = User.__table__
+devices = Device.__table__
+events = Event.__table__
+
+
+def phone_hash(app_id: int, phone: str) -> str:
+    return hashlib.sha256(f"{app_id}:{phone}".encode()).hexdigest()
+
+
+def _fold(changes: Iterable[tuple[str, dict]]) -> dict[str, dict]:
+    """Combine repeated external ids of one batch in order, as if applied one after another."""
+    folded: dict[str, dict] = {}
+    for external_id, data in changes:
+        current = folded.setdefault(external_id, {})
+        for key, value in data.items():
+            if key == "attributes":
+                current.setdefault("attributes", {}).update(value)
+            elif key == "devices":
+                merged = {d["id"]: d for d in current.get("devices", [])}
+                for device in value:
+                    merged[device["id"]] = {**merged.get(device["id"], {}), **device}
+                current["devices"] = list(merged.values())
+            else:
+                current[key] = value
+    return folded
+
+
+def _merge_attributes(old: dict | None, changes: dict | None) -> dict:
+    merged = dict(old or {})
+    for key, value in (changes or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _lock_existing(session: Session, app_id: int, external_ids: Sequence[str]) -> dict[str, sa.Row]:
+    rows = session.execute(
+        sa.select(users.c.id, users.c.external_id, users.c.attributes, *(users.c[f] for f in PROFILE_FIELDS))
+        .where(users.c.app_id == app_id, users.c.external_id.in_(external_ids))
+        .order_by(users.c.id)
+        .with_for_update()
+    )
+    return {row.external_id: row for row in rows}
+
+
+def upsert_users(session: Session, app_id: int, changes: Iterable[tuple[str, dict]],
+                 now: dt.datetime | None = None) -> dict[str, tuple[int, bool]]:
+    """Create or update users; returns external_id -> (user id, created)."""
+    now = now or utcnow()
+    folded = _fold(changes)
+    if not folded:
+        return {}
+    existing = _lock_existing(session, app_id, list(folded))
+    result: dict[str, tuple[int, bool]] = {}
+
+    new_rows = []
+    for external_id, data in folded.items():
+        if external_id in existing:
+            continue
+        row = {"app_id": app_id, "external_id": external_id, "created_at": now, "updated_at": now,
+               "last_seen_at": None, **USER_DEFAULTS}
+        row.update({f: data.get(f, row.get(f)) for f in PROFILE_FIELDS})
+        row["attributes"] = _merge_attributes({}, data.get("attributes"))
+        new_rows.append(row)
+    if new_rows:
+        stmt = insert_for(session, users).on_conflict_do_nothing(index_elements=["app_id", "external_id"])
+        inserted = session.execute(stmt.returning(users.c.id, users.c.external_id), new_rows).all()
+        for row in inserted:
+            result[row.external_id] = (row.id, True)
+        lost = [r["external_id"] for r in new_rows if r["external_id"] not in result]
+        if lost:  # created concurrently by another request: apply ours as an update
+            existing.update(_lock_existing(session, app_id, lost))
+
+    updates = []
+    for external_id, row in existing.items():
+        data = folded[external_id]
+        values = {f: data.get(f, getattr(row, f)) for f in PROFILE_FIELDS}
+        values["attributes"] = _merge_attributes(row.attributes, data.get("attributes"))
+        values["_id"] = row.id
+        updates.append(values)
+        result[external_id] = (row.id, False)
+    if updates:
+        stmt = (sa.update(users).where(users.c.id == sa.bindparam("_id"))
+                .values({**{f: sa.bindparam(f) for f in (*PROFILE_FIELDS, "attributes")}, "updated_at": now}))
+        session.execute(stmt, updates, execution_options={"synchronize_session": False})
+
+    device_changes = [(result[ext][0], d) for ext, data in folded.items() for d in data.get("devices", ())]
+    if device_changes:
+        upsert_devices(session, app_id, device_changes, now)
+    return result
+
+
+def upsert_devices(session: Session, app_id: int, changes: Sequence[tuple[int, dict]], now: dt.datetime) -> None:
+    """Upsert devices by the app's device id; a device named by another user moves to that user."""
+    ids = [d["id"] for _, d in changes]
+    existing = {
+        row.device_id: row
+        for row in session.execute(
+            sa.select(devices).where(devices.c.app_id == app_id, devices.c.device_id.in_(ids))
+            .order_by(devices.c.id).with_for_update()
+        )
+    }
+    updates, inserts = [], []
+    for user_id, data in changes:
+        old = existing.get(data["id"])
+        values = {f: data.get(f, getattr(old, f) if old is not None else None) for f in DEVICE_FIELDS}
+        values["os_version_key"] = version_key(values["os_version"])
+        values["app_version_key"] = version_key(values["app_version"])
+        values["user_id"] = user_id
+        if old is not None and "push_token" in data and data["push_token"] != old.push_token:
+            values["push_token_valid"] = True
+        elif old is not None:
+            values["push_token_valid"] = old.push_token_valid
+        else:
+            values["push_token_valid"] = True
+        if old is None:
+            inserts.append({**values, "app_id": app_id, "device_id": data["id"], "created_at": now, "updated_at": now})
+        else:
+            updates.append({**values, "_id": old.id})
+    if updates:
+        cols = (*DEVICE_FIELDS, "os_version_key", "app_version_key", "user_id", "push_token_valid")
+        stmt = (sa.update(devices).where(devices.c.id == sa.bindparam("_id"))
+                .values({**{c: sa.bindparam(c) for c in cols}, "updated_at": now}))
+        session.execute(stmt, updates, execution_options={"synchronize_session": False})
+    if inserts:
+        stmt = insert_for(session, devices)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["app_id", "device_id"],
+            set_={c: stmt.excluded[c] for c in (*DEVICE_FIELDS, "os_version_key", "app_version_key",
+                                                 "user_id", "push_token_valid", "updated_at")},
+        )
+        session.execute(stmt, inserts)
+
+
+def ensure_users(session: Session, app_id: int, external_ids: Iterable[str],
+                 now: dt.datetime | None = None) -> dict[str, int]:
+    """Ids of these users, creating bare profiles for the unknown ones."""
+    now = now or utcnow()
+    wanted = sorted(set(external_ids))
+    found = dict(session.execute(
+        sa.select(users.c.external_id, users.c.id)
+        .where(users.c.app_id == app_id, users.c.external_id.in_(wanted))
+    ).all())
+    missing = [e for e in wanted if e not in found]
+    if missing:
+        stmt = insert_for(session, users).on_conflict_do_nothing(index_elements=["app_id", "external_id"])
+        session.execute(stmt, [
+            {"app_id": app_id, "external_id": e, "attributes": {}, "created_at": now, "updated_at": now,
+             **USER_DEFAULTS} for e in missing
+        ])
+        found.update(session.execute(
+            sa.select(users.c.external_id, users.c.id)
+            .where(users.c.app_id == app_id, users.c.external_id.in_(missing))
+        ).all())
+    return found
+
+
+def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.datetime | None = None) -> list[dict]:
+    """Store a validated batch of events; returns the events stored (id, user_id, name, time).
+
+    An event whose client `id` the app already sent (in this batch or before) is not stored again.
+    `last_seen_at` of each user moves forward to their newest event.
+    """
+    now = now or utcnow()
+    user_ids = ensure_users(session, app_id, (e["user"] for e in batch), now)
+    rows, seen_client_ids = [], set()
+    for e in batch:
+        client_id = e.get("id")
+        if client_id is not None:
+            if client_id in seen_client_ids:
+                continue
+            seen_client_ids.add(client_id)
+        rows.append({
+            "app_id": app_id, "user_id": user_ids[e["user"]], "name": e["name"],
+            "time": e.get("time") or now, "properties": e.get("properties") or {},
+            "client_event_id": client_id, "received_at": now,
+        })
+    if not rows:
+        return []
+    stmt = insert_for(session, events).on_conflict_do_nothing(index_elements=["app_id", "client_event_id"])
+    stored = [row._asdict() for row in session.execute(
+        stmt.returning(events.c.id, events.c.user_id, events.c.name, events.c.time), rows)]
+    newest: dict[int, dt.datetime] = {}
+    for r in stored:
+        if r["user_id"] not in newest or r["time"] > newest[r["user_id"]]:
+            newest[r["user_id"]] = r["time"]
+    if newest:
+        stmt = (sa.update(users)
+                .where(users.c.id == sa.bindparam("_id"),
+                       sa.or_(users.c.last_seen_at.is_(None), users.c.last_seen_at < sa.bindparam("_t")))
+                .values(last_seen_at=sa.bindparam("_t")))
+        session.execute(stmt, [{"_id": uid, "_t": t} for uid, t in sorted(newest.items())],
+                        execution_options={"synchronize_session": False})
+    return stored
+
+
+def get_user(session: Session, app_id: int, external_id: str) -> User:
+    user = session.scalar(sa.select(User).where(User.app_id == app_id, User.external_id == external_id))
+    if user is None:
+        raise NotFoundError(f'no user "{external_id}"', {"user": external_id})
+    return user
+
+
+def erase_user(session: Session, app_id: int, external_id: str) -> None:
+    """Erase a person: profile, devices, events and rendered messages go (FK cascades).
+
+    An SMS opt-out survives only as a hash of the number (sms_optouts), never the number itself.
+    """
+    user = get_user(session, app_id, external_id)
+    session.execute(sa.delete(users).where(users.c.id == user.id))
+    session.expunge(user)
+
+
+def is_sms_opted_out(session: Session, app_id: int, phone: str) -> bool:
+    return session.scalar(
+        sa.select(sa.func.count()).select_from(SmsOptOut)
+        .where(SmsOptOut.app_id == app_id, SmsOptOut.phone_hash == phone_hash(app_id, phone))
+    ) > 0

@@ -1,0 +1,54 @@
+"""The `tidings` command as an installed console script, on PostgreSQL and on the SQLite default."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def tidings(*args, env=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "tidings.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr)
+    return proc
+
+
+@pytest.fixture
+def pg_env(clean_db, database_url):
+    return {"DATABASE_URL": database_url, "REDIS_URL": ""}
+
+
+def test_apps_create_prints_keys_once(pg_env, client):
+    out = json.loads(tidings("apps", "create", "Shop", env=pg_env).stdout)
+    assert set(out) == {"app_id", "server_key", "client_key"}
+
+    r = client.put("/api/v1/users/u1", json={}, headers={"Authorization": f"Bearer {out['server_key']}"})
+    assert r.status_code in (200, 201) and r.json["id"] == "u1"
+
+
+def test_users_create_and_duplicate(pg_env):
+    out = json.loads(tidings("users", "create", "Ann@Example.com", "--role", "marketer",
+                             "--password", "correct horse", env=pg_env).stdout)
+    assert out["email"] == "ann@example.com" and out["role"] == "marketer"
+    dup = tidings("users", "create", "ann@example.com", "--role", "viewer", "--password", "x" * 9,
+                  env=pg_env, check=False)
+    assert dup.returncode == 2 and "exists" in dup.stderr
+
+
+def test_sqlite_default_upgrade_and_demo(tmp_path):
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "TIDINGS_INSTANCE_PATH": str(tmp_path)}
+    tidings("db", "upgrade", env=env)
+    out = json.loads(tidings("demo", "--users", "150", env=env).stdout)
+    assert out["created"] and out["server_key"] and (tmp_path / "tidings.sqlite").exists()
+    again = json.loads(tidings("demo", "--users", "150", env=env).stdout)
+    assert not again["created"] and again["server_key"] != out["server_key"]
+
+
+def test_worker_needs_redis(tmp_path):
+    proc = tidings("worker", "--burst", env={"REDIS_URL": "", "TIDINGS_INSTANCE_PATH": str(tmp_path)}, check=False)
+    assert proc.returncode == 2 and "REDIS_URL" in proc.stderr

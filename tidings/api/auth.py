@@ -1,0 +1,59 @@
+"""App keys: a server key may call everything of its app, a client key only what mobile apps need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import current_app, g, request
+
+from tidings.api import bp
+from tidings.errors import ForbiddenError, TidingsError
+from tidings.models import App, KeyKind, hash_key
+from tidings.web import db_session
+
+
+class UnauthorizedError(TidingsError):
+    status = 401
+    code = "unauthorized"
+
+
+@dataclass(frozen=True)
+class Caller:
+    app_id: int
+    kind: KeyKind
+
+
+PUBLIC_ENDPOINTS = {"api.openapi_json"}
+
+
+def client_allowed(view):
+    """Mark a view a client key (shipped inside mobile apps) may call."""
+    view.client_allowed = True
+    return view
+
+
+@bp.before_request
+def authenticate() -> None:
+    if request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise UnauthorizedError("send your app key as 'Authorization: Bearer <key>'")
+    digest = hash_key(key.strip())
+    row = db_session().execute(
+        sa.select(App.id, App.server_key_hash).where(
+            sa.or_(App.server_key_hash == digest, App.client_key_hash == digest))
+    ).first()
+    if row is None:
+        raise UnauthorizedError("unknown or revoked key")
+    kind = KeyKind.SERVER if row.server_key_hash == digest else KeyKind.CLIENT
+    g.caller = Caller(app_id=row.id, kind=kind)
+    view = current_app.view_functions.get(request.endpoint)
+    if kind is KeyKind.CLIENT and not getattr(view, "client_allowed", False):
+        raise ForbiddenError("a client key may not call this endpoint; use the server key")
+
+
+def caller() -> Caller:
+    return g.caller
