@@ -1,0 +1,284 @@
+"""A resolved query as a SQLAlchemy Core condition over `users`, for PostgreSQL and SQLite.
+
+Only bind parameters reach the database. Every leaf is strictly true or false, never NULL
+(a missing value is guarded, not compared), so `not` means "everyone else", exactly like
+`segments.query.memory`. Event and device conditions are semi-joins on `users.id`, which
+PostgreSQL runs as hash (anti) joins over the (app_id, name, time, user_id) index.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.elements import ColumnElement
+
+from segments.models import Device, Event, User
+from segments.query.ast import (
+    Ago, And, Between, Bool, Compare, Did, Exists, In, Match, Near, Node, Not, Num, Or,
+    SegmentRef, Str, Value,
+)
+from segments.query.fields import (
+    DEG, OPS, Haversine, Kind, field_kind, parse_datetime, require_aware, since, zones_where,
+)
+from segments.versions import version_key
+
+users = User.__table__
+devices = Device.__table__
+events = Event.__table__
+
+DIALECTS = ("postgresql", "sqlite")
+_OPERATORS = {
+    "=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+
+def user_condition(node: Node, *, app_id: int, now: dt.datetime, dialect: str) -> ColumnElement[bool]:
+    """The resolved query as a boolean condition on `users` (never NULL)."""
+    if dialect not in DIALECTS:
+        raise ValueError(f"unsupported dialect {dialect!r}")
+    return _Compiler(app_id, require_aware(now), dialect).node(node)
+
+
+def select_user_ids(node: Node, *, app_id: int, now: dt.datetime, dialect: str) -> sa.Select:
+    """SELECT users.id of the app's users the resolved query selects."""
+    cond = user_condition(node, app_id=app_id, now=now, dialect=dialect)
+    return sa.select(users.c.id).where(users.c.app_id == app_id, cond)
+
+
+def _cmp(op: str, a, b) -> ColumnElement[bool]:
+    return _OPERATORS[op](a, b)
+
+
+class _Compiler:
+    def __init__(self, app_id: int, now: dt.datetime, dialect: str):
+        self.app_id = app_id
+        self.now = now
+        self.pg = dialect == "postgresql"
+
+    # ---- structure ----------------------------------------------------------------------
+
+    def node(self, node: Node, props: bool = False) -> ColumnElement[bool]:
+        if isinstance(node, And):
+            return sa.and_(*(self.node(i, props) for i in node.items))
+        if isinstance(node, Or):
+            return sa.or_(*(self.node(i, props) for i in node.items))
+        if isinstance(node, Not):
+            return sa.not_(self.node(node.item, props))
+        if isinstance(node, SegmentRef):
+            raise ValueError("resolve segment references before compiling a query")
+        if isinstance(node, Did):
+            return self.did(node)
+        if isinstance(node, Near):
+            return self.near(node)
+        if props:
+            return self.json_leaf(events.c.properties, node.field, node, containment=True)
+        kind = field_kind(node.field)
+        if kind is Kind.ATTRIBUTE:
+            return self.json_leaf(users.c.attributes, node.field.split(".", 1)[1], node,
+                                  containment=True)
+        if kind is Kind.LOCAL_HOUR:
+            return self.local_hour(node)
+        if kind in (Kind.DEVICE_TEXT, Kind.VERSION):
+            return self.device(node, kind)
+        return self.column_leaf(users.c[node.field], kind, node)
+
+    # ---- plain columns ------------------------------------------------------------------
+
+    def literal(self, kind: Kind, value: Value):
+        if kind is Kind.TIME:
+            return since(self.now, value.duration) if isinstance(value, Ago) else parse_datetime(
+                value.value)
+        if kind is Kind.VERSION:
+            return version_key(value.value)
+        return value.value
+
+    def column_leaf(self, col, kind: Kind, node: Node) -> ColumnElement[bool]:
+        """A leaf on one nullable column: NULL (missing) makes it false, never NULL."""
+        present = col.is_not(None)
+        if isinstance(node, Exists):
+            return present
+        text = kind in (Kind.PROFILE_TEXT, Kind.DEVICE_TEXT)
+        ordered = sa.collate(col, "C") if (text and self.pg) else col
+        if isinstance(node, Compare):
+            target = ordered if node.op not in ("=", "!=") else col
+            test = _cmp(node.op, target, self.typed(col, self.literal(kind, node.value)))
+        elif isinstance(node, In):
+            test = col.in_([self.typed(col, self.literal(kind, v)) for v in node.values])
+        elif isinstance(node, Between):
+            test = sa.and_(ordered >= self.typed(col, self.literal(kind, node.low)),
+                           ordered <= self.typed(col, self.literal(kind, node.high)))
+        elif isinstance(node, Match):
+            test = self.match(col, node)
+        else:
+            raise TypeError(f"not a leaf condition: {node!r}")
+        return sa.and_(present, test)
+
+    @staticmethod
+    def typed(col, value):
+        return sa.literal(value, col.type)
+
+    def match(self, text_expr, node: Match) -> ColumnElement[bool]:
+        """Case-sensitive substring / prefix: not LIKE, which SQLite folds case for."""
+        needle = sa.literal(node.text, sa.String())
+        if node.op == "contains":
+            find = sa.func.strpos if self.pg else sa.func.instr
+            return find(text_expr, needle) > 0
+        length = sa.literal(len(node.text), sa.Integer())
+        return sa.func.substr(text_expr, 1, length) == needle
+
+    # ---- JSON attributes and event properties -------------------------------------------
+
+    def json_leaf(self, col, key: str, node: Node, containment: bool) -> ColumnElement[bool]:
+        if self.pg:
+            doc = sa.type_coerce(col, postgresql.JSONB())
+            item = doc.op("->")(sa.literal(key, sa.Text()))
+            kind = sa.func.jsonb_typeof(item)
+            text = doc.op("->>", return_type=sa.Text())(sa.literal(key, sa.Text()))
+        else:
+            path = sa.literal('$."' + key + '"', sa.String())
+            kind = sa.func.json_type(col, path)
+            text = sa.func.json_extract(col, path)
+        jt = _JsonTerms(self.pg, doc if self.pg else col, key, kind, text, containment)
+        if isinstance(node, Exists):
+            return jt.present()
+        if isinstance(node, Match):
+            return sa.and_(jt.is_type("string"), self.match(jt.string(), node))
+        if isinstance(node, Compare):
+            return jt.compare(node.op, node.value)
+        if isinstance(node, In):
+            return sa.or_(*(jt.compare("=", v) for v in node.values))
+        if isinstance(node, Between):
+            return sa.and_(jt.compare(">=", node.low), jt.compare("<=", node.high))
+        raise TypeError(f"not a leaf condition: {node!r}")
+
+    # ---- local hour ---------------------------------------------------------------------
+
+    def local_hour(self, node: Node) -> ColumnElement[bool]:
+        if isinstance(node, Exists):
+            test = lambda h: True  # noqa: E731
+        elif isinstance(node, Compare):
+            cmp, lit = OPS[node.op], int(node.value.value)
+            test = lambda h: cmp(h, lit)  # noqa: E731
+        elif isinstance(node, In):
+            hours = {int(v.value) for v in node.values}
+            test = hours.__contains__
+        elif isinstance(node, Between):
+            lo, hi = int(node.low.value), int(node.high.value)
+            test = lambda h: lo <= h <= hi  # noqa: E731
+        else:
+            raise TypeError(f"not a local_hour condition: {node!r}")
+        zones = zones_where(self.now, test)
+        if not zones:
+            return sa.false()
+        return sa.func.coalesce(users.c.timezone, "UTC").in_(zones)
+
+    # ---- devices ------------------------------------------------------------------------
+
+    def device(self, node: Node, kind: Kind) -> ColumnElement[bool]:
+        """Any of the user's devices matches."""
+        if kind is Kind.VERSION and not isinstance(node, Exists):
+            col = devices.c[node.field + "_key"]
+        else:
+            col = devices.c[node.field]
+        cond = self.column_leaf(col, kind, node)
+        sub = sa.select(devices.c.user_id).where(devices.c.app_id == self.app_id, cond)
+        return users.c.id.in_(sub)
+
+    # ---- events -------------------------------------------------------------------------
+
+    def did(self, node: Did) -> ColumnElement[bool]:
+        conds = [events.c.app_id == self.app_id, events.c.name == sa.literal(node.event, sa.String())]
+        if node.window is not None:
+            conds.append(events.c.time >= sa.literal(since(self.now, node.window),
+                                                     events.c.time.type))
+        if node.where is not None:
+            conds.append(self.node(node.where, props=True))
+        sub = sa.select(events.c.user_id).where(*conds)
+        if node.count is None:
+            return users.c.id.in_(sub)
+        op, n = node.count.op, node.count.n
+        count = sa.func.count()
+        having = _cmp(op, count, sa.literal(n, sa.Integer()))
+        if OPS[op](0, n):
+            # Satisfied by zero events: everyone except those whose count fails it.
+            return users.c.id.not_in(sub.group_by(events.c.user_id).having(sa.not_(having)))
+        return users.c.id.in_(sub.group_by(events.c.user_id).having(having))
+
+    # ---- geo ----------------------------------------------------------------------------
+
+    def near(self, node: Near) -> ColumnElement[bool]:
+        geo = Haversine(node)
+        lat, lon = users.c.lat, users.c.lon
+        present = sa.and_(lat.is_not(None), lon.is_not(None))
+        if geo.everywhere:
+            return present
+
+        def f(x: float):
+            return sa.literal(x, sa.Float())
+
+        deg, half = f(DEG), f(2.0)
+        s1 = sa.func.sin((lat - f(geo.lat0)) * deg / half)
+        s2 = sa.func.sin((lon - f(geo.lon0)) * deg / half)
+        term = s1 * s1 + f(geo.cos_lat0) * sa.func.cos(lat * deg) * s2 * s2
+        # A prefilter only: it can never drop a valid coordinate the formula keeps.
+        box = [lat.between(f(geo.lat_box[0]), f(geo.lat_box[1]))]
+        if geo.lon_box is not None:
+            box.append(lon.between(f(geo.lon_box[0]), f(geo.lon_box[1])))
+        invalid = sa.or_(lat < f(-90.0), lat > f(90.0), lon < f(-180.0), lon > f(180.0))
+        return sa.and_(present, sa.or_(sa.and_(*box), invalid), term <= f(geo.limit))
+
+
+class _JsonTerms:
+    """Typed access to one key of a JSON document: a literal only matches its own JSON type."""
+
+    def __init__(self, pg: bool, doc, key: str, kind, text, containment: bool):
+        self.pg, self.doc, self.key, self.kind, self.text = pg, doc, key, kind, text
+        self.containment = containment
+
+    def is_type(self, json_type: str) -> ColumnElement[bool]:
+        """Never NULL: a missing key has no type."""
+        if self.pg:
+            names = {"string": ["string"], "number": ["number"], "boolean": ["boolean"]}[json_type]
+        else:
+            names = {"string": ["text"], "number": ["integer", "real"],
+                     "boolean": ["true", "false"]}[json_type]
+        test = self.kind == names[0] if len(names) == 1 else self.kind.in_(names)
+        return sa.func.coalesce(test, sa.false())
+
+    def present(self) -> ColumnElement[bool]:
+        return sa.func.coalesce(self.kind != "null", sa.false())
+
+    def string(self):
+        return sa.collate(self.text, "C") if self.pg else self.text
+
+    def number(self):
+        if self.pg:
+            return sa.case((self.kind == "number", sa.cast(self.text, postgresql.DOUBLE_PRECISION)))
+        return sa.case((self.kind.in_(["integer", "real"]), sa.cast(self.text, sa.Float())))
+
+    def compare(self, op: str, value: Value) -> ColumnElement[bool]:
+        if isinstance(value, Num):
+            return sa.and_(self.is_type("number"),
+                           _cmp(op, self.number(), sa.literal(float(value.value), sa.Float())))
+        if isinstance(value, Str):
+            if op == "=" and self.pg and self.containment:
+                return self.contains(value.value)
+            return sa.and_(self.is_type("string"),
+                           _cmp(op, self.string(), sa.literal(value.value, sa.String())))
+        if isinstance(value, Bool):
+            if op == "=" and self.pg and self.containment:
+                return self.contains(value.value)
+            if self.pg:
+                truth = self.text == "true"
+                return sa.and_(self.is_type("boolean"), truth if (op == "=") == value.value
+                               else sa.not_(truth))
+            wanted = "true" if (op == "=") == value.value else "false"
+            return sa.func.coalesce(self.kind == wanted, sa.false())
+        raise TypeError(f"no JSON comparison with {value!r}")
+
+    def contains(self, value) -> ColumnElement[bool]:
+        """`doc @> {"key": value}`: what the jsonb_path_ops GIN index answers."""
+        probe = sa.literal({self.key: value}, postgresql.JSONB())
+        return self.doc.op("@>", return_type=sa.Boolean())(probe)
