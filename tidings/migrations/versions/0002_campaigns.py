@@ -139,15 +139,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_interactions')),
     sa.UniqueConstraint('delivery_id', 'type', name=op.f('uq_interactions_delivery_id_type'))
     )
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.create_index('ix_users_attributes_gin', ['attributes'], unique=False, postgresql_using='gin', postgresql_ops={'attributes': 'jsonb_path_ops'})
-
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.drop_index('ix_users_attributes_gin', postgresql_using='gin', postgresql_ops={'attributes': 'jsonb_path_ops'})
-
     op.drop_table('interactions')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index('ix_deliveries_user')
