@@ -79,3 +79,32 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+PROVIDER_KEYS = ("twilio_account_sid", "twilio_auth_token", "twilio_from", "twilio_messaging_service_sid",
+                 "twilio_api_base_url", "fcm_credentials", "fcm_api_base_url")
+
+
+def provider_config(settings: Settings, app_settings: Mapping | None = None) -> dict:
+    """The provider settings in force for one app: the env ones, overridden per app.
+
+    `app_settings` is the app row's `settings` dict; an empty value there does not override.
+    `fcm_credentials` is a path to a service-account JSON (env) or, per app, either a path or
+    the JSON document itself (saved through the UI).
+    """
+    config = {key: getattr(settings, key) for key in PROVIDER_KEYS}
+    config["public_base_url"] = settings.public_base_url
+    for key in PROVIDER_KEYS:
+        value = (app_settings or {}).get(key)
+        if value:
+            config[key] = value
+    return config
+
+
+def sms_configured(config: Mapping) -> bool:
+    return bool(config.get("twilio_account_sid") and config.get("twilio_auth_token")
+                and (config.get("twilio_from") or config.get("twilio_messaging_service_sid")))
+
+
+def push_configured(config: Mapping) -> bool:
+    return bool(config.get("fcm_credentials"))
