@@ -30,6 +30,7 @@ def engine(database_url):
     from tidings.config import normalize_database_url
 
     url = normalize_database_url(database_url)
+    ensure_database(url)
     eng = db.configure(url)
     with eng.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
@@ -37,6 +38,19 @@ def engine(database_url):
     migrate.upgrade(url)
     yield eng
     eng.dispose()
+
+
+def ensure_database(url: str) -> None:
+    """Create the test database when it does not exist (lets parallel runs use their own)."""
+    target = sa.make_url(url)
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database})
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+    finally:
+        admin.dispose()
 
 
 def truncate_all(eng: sa.Engine) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 
 from scheduler import queues
+from tidings import config as tconfig
 from tidings import db
 from tidings.config import Settings
 from tidings.web import close_session
@@ -34,6 +35,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     db.configure(settings.database_url)
     queues.configure(settings.redis_url)
+    tconfig.set_current(settings)
 
     @app.before_request
     def cap_body():

@@ -24,9 +24,12 @@ def _init(settings=None):
     from scheduler import queues
     from tidings import db
 
+    from tidings import config
+
     settings = settings or _settings()
     db.configure(settings.database_url)
     queues.configure(settings.redis_url)
+    config.set_current(settings)
     return settings
 
 

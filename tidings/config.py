@@ -108,3 +108,19 @@ def sms_configured(config: Mapping) -> bool:
 
 def push_configured(config: Mapping) -> bool:
     return bool(config.get("fcm_credentials"))
+
+
+_current: Settings | None = None
+
+
+def set_current(settings: Settings) -> None:
+    """Remember the process's settings (for jobs, which get ids, not settings)."""
+    global _current
+    _current = settings
+
+
+def current() -> Settings:
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current

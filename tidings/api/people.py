@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import jsonify, request
 
+from scheduler import triggers
 from scheduler.queues import QueueName, enqueue
 from segments import imports, people
 from segments.models import UserImport
@@ -97,7 +98,8 @@ def delete_user(external_id: str):
 def post_events():
     data = load(EventsBatchSchema())
     session = db_session()
-    people.ingest_events(session, caller().app_id, data["events"])
+    stored = people.ingest_events(session, caller().app_id, data["events"])
+    triggers.on_events(session, caller().app_id, stored)
     session.commit()
     return jsonify({"accepted": len(data["events"])}), 202
 

@@ -1,0 +1,123 @@
+"""Fan-out: a run's audience becomes delivery rows, page by page, and batches for the send jobs.
+
+Resolving uses the compiled segment SQL (audience AND any target; a CASE picks the first
+target that matches), keyset-paged on users.id. Each page is one transaction: it locks the run,
+writes the page's deliveries (unique per campaign/user/run, so a repeat writes nothing), moves
+the run's cursor and creates the page's batches. A job that dies resumes at the cursor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import sqlalchemy as sa
+
+from campaigns.models import (
+    Campaign, CampaignRun, CampaignStatus, Delivery, DeliveryBatch, DeliveryStatus, RunStatus,
+)
+from campaigns.service import effective_quiet_hours
+from campaigns.targeting import CompiledCampaign
+from scheduler import timing
+from scheduler.queues import QueueName, get_queue
+from segments.models import User
+from tidings.db import insert_for, session_scope, utcnow
+
+log = logging.getLogger(__name__)
+
+PAGE = 2000
+BATCH = 500
+JOB = "scheduler.fanout.fan_out"
+SEND_JOB = "scheduler.send.send_batch"
+users = User.__table__
+deliveries = Delivery.__table__
+
+
+def run_key(run_id: int) -> str:
+    return f"run:{run_id}"
+
+
+def fan_out(run_id: int) -> None:
+    """The RQ job: write the run's deliveries and queue their batches. Idempotent and resumable."""
+    with session_scope() as session:
+        run = session.get(CampaignRun, run_id)
+        if run is None or run.status not in (RunStatus.PENDING, RunStatus.FANNING_OUT):
+            return
+        campaign = session.get(Campaign, run.campaign_id)
+        if campaign.status != CampaignStatus.RUNNING:
+            return  # paused: the scheduler queues the fan-out again on resume; cancelled: never
+        compiled = CompiledCampaign(session, campaign)
+        dialect = session.get_bind().dialect.name
+        now_eval = run.started_at or utcnow()
+        condition, target = compiled.sql(now_eval, dialect)
+        local_wall = run.scheduled_for if campaign.spec.get("local_time") else None
+        quiet = effective_quiet_hours(campaign)
+    while True:
+        batch_ids = _page(run_id, compiled, condition, target, local_wall, quiet)
+        if batch_ids is None:
+            return
+        enqueue_batches(batch_ids)
+
+
+def _page(run_id, compiled, condition, target, local_wall, quiet) -> list[int] | None:
+    """One page; returns the ids of the batches it made, or None when the fan-out is complete."""
+    now = utcnow()
+    with session_scope() as session:
+        run = session.get(CampaignRun, run_id, with_for_update=True)
+        if run.status not in (RunStatus.PENDING, RunStatus.FANNING_OUT):
+            return None
+        campaign_status = session.scalar(sa.select(Campaign.status).where(Campaign.id == run.campaign_id))
+        if campaign_status != CampaignStatus.RUNNING:
+            return None
+        rows = session.execute(
+            sa.select(users.c.id, users.c.external_id, users.c.timezone, target.label("target"))
+            .where(users.c.app_id == run.app_id, users.c.id > run.cursor_user_id, condition)
+            .order_by(users.c.id).limit(PAGE)
+        ).all()
+        if not rows:
+            run.status, run.fanned_out_at = RunStatus.SENDING, now
+            return None
+        run.status = RunStatus.FANNING_OUT
+        new = []
+        for row in rows:
+            arm = compiled.split(row.target, row.external_id)
+            new.append({
+                "app_id": run.app_id, "campaign_id": run.campaign_id, "run_id": run.id, "user_id": row.id,
+                "dedupe_key": run_key(run.id), "target_index": arm.target_index, "variant": arm.variant,
+                "control": arm.control,
+                "status": DeliveryStatus.CONTROL if arm.control else DeliveryStatus.PENDING,
+                "reason": "control" if arm.control else None,
+                "send_after": now if arm.control else timing.send_time(now, row.timezone, local_wall=local_wall,
+                                                                        quiet=quiet),
+                "attempts": 0, "created_at": now, "updated_at": now,
+            })
+        stmt = insert_for(session, deliveries).on_conflict_do_nothing(
+            index_elements=["campaign_id", "user_id", "dedupe_key"])
+        written = session.execute(stmt.returning(deliveries.c.id, deliveries.c.status, deliveries.c.send_after),
+                                  new).all()
+        run.cursor_user_id = rows[-1].id
+        run.audience_count += len(written)
+        due = sorted(r.id for r in written if r.status == DeliveryStatus.PENDING and r.send_after <= now)
+        return make_batches(session, run.app_id, run.campaign_id, due, now)
+
+
+def make_batches(session, app_id: int, campaign_id: int, delivery_ids: list[int], now: dt.datetime) -> list[int]:
+    """Group pending deliveries into batches of BATCH (caller commits, then `enqueue_batches`)."""
+    batch_ids = []
+    for start in range(0, len(delivery_ids), BATCH):
+        chunk = delivery_ids[start:start + BATCH]
+        batch = DeliveryBatch(app_id=app_id, campaign_id=campaign_id, size=len(chunk), created_at=now,
+                              updated_at=now)
+        session.add(batch)
+        session.flush()
+        session.execute(sa.update(Delivery).where(Delivery.id.in_(chunk)).values(batch_id=batch.id),
+                        execution_options={"synchronize_session": False})
+        batch_ids.append(batch.id)
+    return batch_ids
+
+
+def enqueue_batches(batch_ids: list[int]) -> None:
+    if not batch_ids:
+        return
+    queue = get_queue(QueueName.SEND)
+    queue.enqueue_many([queue.prepare_data(SEND_JOB, args=(bid,), timeout=1800) for bid in batch_ids])
