@@ -1,0 +1,1 @@
+"""Campaigns: targets, variants, assignment, templates, lifecycle, hooks and reports."""
