@@ -87,6 +87,14 @@ def _credentials_file(value: str) -> str:
     return str(path)
 
 
+def close_channels() -> None:
+    """Close every cached channel (their pooled connections); tests and shutdown call this."""
+    with _channels_lock:
+        for channel in _channels.values():
+            channel.close()
+        _channels.clear()
+
+
 def get_channel(channel: str, config: dict) -> Channel:
     settings = channel_settings(channel, config)
     key = (channel, json.dumps(settings, sort_keys=True))
@@ -96,13 +104,13 @@ def get_channel(channel: str, config: dict) -> Channel:
         return _channels[key]
 
 
-# -- compiled campaigns, cached per (id, version) ---------------------------------------------
+# -- compiled campaigns, cached per (id, version, last change) ---------------------------------------------
 
-_compiled: dict[tuple[int, int], CompiledCampaign] = {}
+_compiled: dict[tuple, CompiledCampaign] = {}
 
 
 def compiled_campaign(session, campaign: Campaign) -> CompiledCampaign:
-    key = (campaign.id, campaign.version)
+    key = (campaign.id, campaign.version, campaign.updated_at)
     if key not in _compiled:
         if len(_compiled) > 256:
             _compiled.clear()
@@ -319,7 +327,7 @@ def _record(session, campaign: Campaign, outcomes: dict[int, Outcome], dead_toke
     if sent:
         session.execute(
             sa.update(deliveries)
-            .where(deliveries.c.id == sa.bindparam("_id"), deliveries.c.status.in_(allowed_from(S.SENT)))
+            .where(deliveries.c.id == sa.bindparam("_id"), _status_in(allowed_from(S.SENT)))
             .values(status=S.SENT, provider_id=sa.func.coalesce(deliveries.c.provider_id, sa.bindparam("pid")),
                     sent_at=now, updated_at=now),
             [{"_id": o.delivery_id, "pid": o.provider_id} for o in sent],
@@ -327,7 +335,7 @@ def _record(session, campaign: Campaign, outcomes: dict[int, Outcome], dead_toke
     if failed:
         session.execute(
             sa.update(deliveries)
-            .where(deliveries.c.id == sa.bindparam("_id"), deliveries.c.status.in_(allowed_from(S.FAILED)))
+            .where(deliveries.c.id == sa.bindparam("_id"), _status_in(allowed_from(S.FAILED)))
             .values(status=S.FAILED, reason=sa.bindparam("reason"), error=sa.bindparam("error"),
                     failed_at=now, updated_at=now),
             [{"_id": o.delivery_id, "reason": o.reason, "error": o.error} for o in failed],
@@ -354,6 +362,11 @@ def _record(session, campaign: Campaign, outcomes: dict[int, Outcome], dead_toke
     if not_sent:
         throttle.release(queues.connection(), campaign.app_id, [reserved[o.delivery_id] for o in not_sent],
                          [o.delivery_id for o in not_sent])
+
+
+def _status_in(statuses: list[str]) -> sa.ColumnElement[bool]:
+    """`status IN (...)` spelled with literals, so it also works in executemany updates."""
+    return sa.or_(*(deliveries.c.status == sa.literal(s) for s in statuses))
 
 
 def _close_batch(session, batch_id: int) -> None:
