@@ -313,3 +313,41 @@ def preview(session: Session, campaign: Campaign, user, now: dt.datetime | None 
         return {"target": arm.target_index, "variant": arm.variant, "control": False, "content": None,
                 "error": exc.message}
     return {"target": arm.target_index, "variant": arm.variant, "control": False, "content": content}
+
+
+TEST_RUN_AT = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # the run that holds a campaign's test sends
+
+
+def create_test_delivery(session: Session, campaign: Campaign, user, variant: str | None = None,
+                         now: dt.datetime | None = None) -> Delivery:
+    """A one-off send of one variant to one user, outside the audience, caps and quiet hours.
+
+    Test deliveries live in their own run and carry a `test:` dedupe key; reports leave them out.
+    """
+    import uuid
+
+    now = now or utcnow()
+    if campaign.channel not in ("sms", "push"):
+        raise ConflictError("test sends are for SMS and push campaigns; preview in-app and config campaigns")
+    compiled = CompiledCampaign(session, campaign)
+    arm = compiled.arm_for(profile_for(session, compiled, user, now), user.external_id, now)
+    names = [(ti, v["name"]) for ti, t in enumerate(campaign.spec["targets"]) for v in t["variants"]]
+    if variant is not None:
+        matches = [(ti, name) for ti, name in names if name == variant]
+        if not matches:
+            raise InvalidError(f'no variant "{variant}" in this campaign', {"field": "variant"})
+        target_index, variant = matches[0]
+    elif arm is not None and not arm.control:
+        target_index, variant = arm.target_index, arm.variant
+    else:
+        target_index, variant = names[0]
+    run = session.scalar(sa.select(CampaignRun).where(CampaignRun.campaign_id == campaign.id,
+                                                      CampaignRun.scheduled_for == TEST_RUN_AT))
+    if run is None:
+        run = start_run(session, campaign, TEST_RUN_AT, now, RunStatus.SENDING)
+    delivery = Delivery(app_id=campaign.app_id, campaign_id=campaign.id, run_id=run.id, user_id=user.id,
+                        dedupe_key=f"test:{uuid.uuid4().hex}", target_index=target_index, variant=variant,
+                        control=False, status=DeliveryStatus.PENDING, send_after=now, attempts=0)
+    session.add(delivery)
+    session.flush()
+    return delivery

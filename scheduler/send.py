@@ -121,8 +121,12 @@ def compiled_campaign(session, campaign: Campaign) -> CompiledCampaign:
 # -- the job -----------------------------------------------------------------------------------
 
 
-def send_batch(batch_id: int) -> dict:
-    """The RQ job. Safe to run twice, or after a crash: only `pending` deliveries are taken."""
+def send_batch(batch_id: int, force: bool = False) -> dict:
+    """The RQ job. Safe to run twice, or after a crash: only `pending` deliveries are taken.
+
+    `force` (test sends): send even though the campaign is not running, outside quiet hours
+    and frequency caps.
+    """
     now = utcnow()
     settings = tconfig.current()
     with session_scope() as session:
@@ -130,14 +134,14 @@ def send_batch(batch_id: int) -> dict:
         if batch is None or batch.status == BatchStatus.DONE:
             return {"skipped": "done"}
         campaign = session.get(Campaign, batch.campaign_id)
-        if campaign.status == CampaignStatus.CANCELLED:
+        if campaign.status == CampaignStatus.CANCELLED and not force:
             batch.status = BatchStatus.DONE
             return {"skipped": "cancelled"}
-        if campaign.status != CampaignStatus.RUNNING:
+        if campaign.status != CampaignStatus.RUNNING and not force:
             return {"skipped": campaign.status}  # paused: queued again on resume
         app = session.get(App, campaign.app_id)
         provider = tconfig.provider_config(settings, app.settings)
-        prepared = _prepare(session, campaign, batch, provider, now)
+        prepared = _prepare(session, campaign, batch, provider, now, force)
     if prepared is None:
         return {"sent": 0}
     channel_name, messages, owners, reserved = prepared
@@ -148,7 +152,8 @@ def send_batch(batch_id: int) -> dict:
     return {"sent": sum(1 for o in outcomes.values() if o.status == S.SENT)}
 
 
-def _prepare(session, campaign: Campaign, batch: DeliveryBatch, provider: dict, now: dt.datetime):
+def _prepare(session, campaign: Campaign, batch: DeliveryBatch, provider: dict, now: dt.datetime,
+             force: bool = False):
     rows = session.execute(
         sa.select(Delivery.id, Delivery.user_id, Delivery.target_index, Delivery.variant, Delivery.control,
                   Delivery.send_after, Delivery.attempts, User)
@@ -160,7 +165,7 @@ def _prepare(session, campaign: Campaign, batch: DeliveryBatch, provider: dict, 
         batch.status = BatchStatus.DONE
         return None
     compiled = compiled_campaign(session, campaign)
-    quiet = effective_quiet_hours(campaign)
+    quiet = None if force else effective_quiet_hours(campaign)
     channel = campaign.channel
     opted_out: set[str] = set()
     tokens: dict[int, list[str]] = defaultdict(list)
@@ -227,7 +232,7 @@ def _prepare(session, campaign: Campaign, batch: DeliveryBatch, provider: dict, 
         return None
 
     allowed = throttle.reserve(queues.connection(), campaign.app_id, [r.user_id for r, _, _ in candidates],
-                               [r.id for r, _, _ in candidates], campaign.spec.get("frequency_cap"))
+                               [r.id for r, _, _ in candidates], None if force else campaign.spec.get("frequency_cap"))
     capped = [r.id for (r, _, _), ok in zip(candidates, allowed, strict=True) if not ok]
     if capped:
         session.execute(sa.update(deliveries).where(deliveries.c.id.in_(capped), deliveries.c.status == S.PENDING)

@@ -282,3 +282,13 @@ def test_cancel_suppresses_what_was_not_sent(api, run_jobs, fake_twilio):
     with session_scope() as s:
         run = s.scalar(sa.select(CampaignRun))
         assert run.status in (RunStatus.CANCELLED,)
+
+
+def test_test_send_reaches_one_user_even_from_a_draft(api, fake_twilio):
+    add_users(api, 2)
+    campaign = api.post("/campaigns", json=sms_campaign(audience="attr.tier = \"nobody\"")).json
+    r = api.post(f"/campaigns/{campaign['id']}/test", json={"user": "u1", "variant": "B"})
+    assert r.status_code == 200 and r.json["status"] == "sent" and r.json["content"] == {"body": "Hello!"}
+    assert [(m.to, m.body) for m in fake_twilio.messages] == [("+14155550001", "Hello!")]
+    assert api.get(f"/campaigns/{campaign['id']}").json["status"] == "draft"
+    assert api.post(f"/campaigns/{campaign['id']}/test", json={"user": "u1", "variant": "Z"}).status_code == 422

@@ -7,13 +7,14 @@ from flask import current_app, jsonify, request
 from marshmallow import RAISE, Schema, fields, validate
 
 from campaigns import hooks, service
-from campaigns.models import BatchStatus, CampaignRun, CampaignStatus, DeliveryBatch, RunStatus
+from campaigns.models import BatchStatus, CampaignRun, CampaignStatus, Delivery, DeliveryBatch, RunStatus
 from scheduler import fanout
 from scheduler.queues import QueueName, enqueue
 from segments import people
 from tidings.api import bp, openapi
 from tidings.api.auth import caller
 from tidings.api.people import iso
+from tidings.models import App
 from tidings.web import db_session, json_body, load
 
 
@@ -112,6 +113,34 @@ def preview_campaign(campaign_id: int):
     return jsonify(service.preview(session, campaign, user))
 
 
+class TestSendSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    user = fields.Str(required=True, validate=validate.Length(1, 255))
+    variant = fields.Str(validate=validate.Length(1, 50))
+
+
+@bp.post("/campaigns/<int:campaign_id>/test")
+def test_send(campaign_id: int):
+    """Send one variant to one user now (synchronously), whatever the campaign's state."""
+    from scheduler.send import send_batch
+
+    data = load(TestSendSchema())
+    session = db_session()
+    campaign = service.get_campaign(session, caller().app_id, campaign_id)
+    user = people.get_user(session, caller().app_id, data["user"])
+    service.check_provider(campaign, current_app.config["TIDINGS"], session.get(App, campaign.app_id))
+    delivery = service.create_test_delivery(session, campaign, user, data.get("variant"))
+    [batch_id] = fanout.make_batches(session, campaign.app_id, campaign.id, [delivery.id], delivery.send_after)
+    session.commit()
+    send_batch(batch_id, force=True)
+    session.expire_all()
+    delivery = session.get(Delivery, delivery.id)
+    return jsonify({"delivery_id": delivery.id, "status": delivery.status, "variant": delivery.variant,
+                    "reason": delivery.reason, "error": delivery.error, "content": delivery.content})
+
+
 # -- power hooks ---------------------------------------------------------------------------------
 
 
@@ -180,6 +209,7 @@ for _path, _method, _summary in [
     ("/campaigns/{campaign_id}/resume", "post", "paused -> what it was"),
     ("/campaigns/{campaign_id}/cancel", "post", "stop for good"),
     ("/campaigns/{campaign_id}/preview", "post", "What one user would get"),
+    ("/campaigns/{campaign_id}/test", "post", "Send one variant to one user now (test send)"),
     ("/hooks", "post", "Create a power hook"),
     ("/hooks", "get", "List power hooks"),
     ("/hooks/{key}", "put", "Change a hook's default or description"),
