@@ -1,0 +1,143 @@
+"""The provider fakes answer like the providers, so the channel tests mean something."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from channels.transport import ConnectionPool
+from tests.fakes import FakeHTTPServer, Response
+
+
+def _post_form(url: str, path: str, fields: dict, headers: dict | None = None):
+    pool = ConnectionPool(url)
+    try:
+        resp = pool.request("POST", path, urllib.parse.urlencode(fields).encode(),
+                            {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})})
+    finally:
+        pool.close()
+    return resp.status, json.loads(resp.data or b"null"), resp.headers
+
+
+def _twilio_auth(fake) -> dict:
+    token = base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def _messages_path(fake) -> str:
+    return f"/2010-04-01/Accounts/{fake.account_sid}/Messages.json"
+
+
+def test_fake_twilio_answers_201_with_a_message_resource(fake_twilio):
+    status, body, headers = _post_form(fake_twilio.url, _messages_path(fake_twilio),
+                                       {"To": "+14155550100", "From": "+15005550006", "Body": "hi"},
+                                       _twilio_auth(fake_twilio))
+
+    assert status == 201 and headers["content-type"] == "application/json"
+    assert body["sid"].startswith("SM") and len(body["sid"]) == 34
+    assert (body["status"], body["to"], body["direction"]) == ("queued", "+14155550100", "outbound-api")
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({"From": "+15005550006", "Body": "hi"}, 21604),
+    ({"To": "+14155550100", "From": "+15005550006"}, 21602),
+    ({"To": "+14155550100", "Body": "hi"}, 21603),
+    ({"To": "555-0100", "From": "+15005550006", "Body": "hi"}, 21211),
+])
+def test_fake_twilio_validates_like_twilio(fake_twilio, fields, code):
+    status, body, _ = _post_form(fake_twilio.url, _messages_path(fake_twilio), fields, _twilio_auth(fake_twilio))
+
+    assert (status, body["code"]) == (400, code)
+    assert fake_twilio.messages == [] and len(fake_twilio.requests) == 1
+
+
+def test_fake_twilio_checks_basic_auth_and_account(fake_twilio):
+    status, body, _ = _post_form(fake_twilio.url, _messages_path(fake_twilio), {"To": "+14155550100"},
+                                 {"Authorization": "Basic " + base64.b64encode(b"x:y").decode()})
+    assert (status, body["code"]) == (401, 20003)
+    status, _, _ = _post_form(fake_twilio.url, "/2010-04-01/Accounts/AC" + "f" * 32 + "/Messages.json",
+                              {"To": "+14155550100"}, _twilio_auth(fake_twilio))
+    assert status in (401, 404)
+
+
+def test_fake_twilio_faults_for_a_number_can_be_limited(fake_twilio):
+    fake_twilio.fault_for("+14155550100", status=503, times=2)
+    fields = {"To": "+14155550100", "From": "+15005550006", "Body": "hi"}
+
+    statuses = [_post_form(fake_twilio.url, _messages_path(fake_twilio), fields, _twilio_auth(fake_twilio))[0]
+                for _ in range(3)]
+
+    assert statuses == [503, 503, 201]
+
+
+def test_status_callback_request_is_signed_as_twilio_signs(fake_twilio, sms_channel):
+    from channels.base import OutboundMessage
+
+    url = "https://tidings.example.com/webhooks/twilio/status?d=12"
+    result = sms_channel.send(OutboundMessage(12, "+14155550100", {"body": "hi"}, url))
+
+    callback = fake_twilio.status_callback_request(result.provider_id, "delivered")
+
+    assert callback.url == url
+    assert callback.form["MessageSid"] == result.provider_id and callback.form["MessageStatus"] == "delivered"
+    validator = RequestValidator(fake_twilio.auth_token)
+    assert validator.validate(url, callback.form, callback.headers["X-Twilio-Signature"])
+    assert not RequestValidator("other-token").validate(url, callback.form, callback.headers["X-Twilio-Signature"])
+    failed = fake_twilio.status_callback_request(result.provider_id, "undelivered", error_code=30003)
+    assert failed.form["ErrorCode"] == "30003"
+
+
+def test_status_callback_can_be_posted_to_a_live_server(fake_twilio, sms_channel):
+    from channels.base import OutboundMessage
+
+    received = []
+
+    class Receiver(FakeHTTPServer):
+        def handle(self, request):
+            received.append((request.target, request.form(), request.headers))
+            return Response(204)
+
+    with Receiver() as receiver:
+        url = f"{receiver.url}/webhooks/twilio/status?d=5"
+        result = sms_channel.send(OutboundMessage(5, "+14155550100", {"body": "hi"}, url))
+        assert fake_twilio.status_callback_request(result.provider_id, "sent").post() == 204
+
+    [(target, form, headers)] = received
+    assert target == "/webhooks/twilio/status?d=5" and form["MessageStatus"] == "sent"
+    assert RequestValidator(fake_twilio.auth_token).validate(url, form, headers["x-twilio-signature"])
+
+
+def test_fake_fcm_refuses_a_bad_grant_and_an_unknown_bearer(fake_fcm, service_account_path):
+    status, body, _ = _post_form(fake_fcm.url, "/token", {"grant_type": "password", "assertion": "x"})
+    assert status == 400 and body["error"] == "unsupported_grant_type"
+    status, body, _ = _post_form(fake_fcm.url, "/token", {
+        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": "a.b.c"})
+    assert status == 400 and body["error"] == "invalid_grant"
+
+    pool = ConnectionPool(fake_fcm.url)
+    resp = pool.request("POST", "/v1/projects/tidings-test/messages:send", b'{"message": {"token": "t"}}',
+                        {"Authorization": "Bearer nope", "Content-Type": "application/json"})
+    pool.close()
+    assert resp.status == 401 and json.loads(resp.data)["error"]["status"] == "UNAUTHENTICATED"
+
+
+def test_fake_fcm_error_bodies_carry_the_fcm_error_code(fake_fcm, push_channel):
+    from channels.base import OutboundMessage
+
+    fake_fcm.fault_next(1, code="UNREGISTERED")
+    push_channel.send_batch([OutboundMessage(1, "tok", {"title": "t"})])
+
+    [record] = fake_fcm.requests
+    assert record.status == 404 and record.name is None
+
+
+def test_fake_serves_other_paths_404(fake_fcm):
+    pool = ConnectionPool(fake_fcm.url)
+    try:
+        assert pool.request("GET", "/nothing/here").status == 404
+    finally:
+        pool.close()
