@@ -97,6 +97,27 @@ def cancel_campaign(campaign_id: int):
     return jsonify(campaign_json(campaign))
 
 
+@bp.get("/campaigns/<int:campaign_id>/report")
+def campaign_report(campaign_id: int):
+    from flask import Response
+
+    from campaigns import reports
+
+    raw = request.args.get("inactive_days", "30")
+    days = int(raw) if raw.isdigit() else 0
+    if not 1 <= days <= 3650:
+        from tidings.errors import InvalidError
+
+        raise InvalidError("inactive_days must be a whole number of days from 1 to 3650", {"field": "inactive_days"})
+    session = db_session()
+    campaign = service.get_campaign(session, caller().app_id, campaign_id)
+    data = reports.report(session, campaign, inactive_days=days)
+    if request.args.get("format") == "csv":
+        return Response(reports.report_csv(data), mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="campaign-{campaign_id}-report.csv"'})
+    return jsonify(data)
+
+
 class PreviewUserSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -210,6 +231,7 @@ for _path, _method, _summary in [
     ("/campaigns/{campaign_id}/cancel", "post", "stop for good"),
     ("/campaigns/{campaign_id}/preview", "post", "What one user would get"),
     ("/campaigns/{campaign_id}/test", "post", "Send one variant to one user now (test send)"),
+    ("/campaigns/{campaign_id}/report", "get", "Funnel, conversions, uplift, p-values, churn (?format=csv, ?inactive_days=30)"),
     ("/hooks", "post", "Create a power hook"),
     ("/hooks", "get", "List power hooks"),
     ("/hooks/{key}", "put", "Change a hook's default or description"),
