@@ -1,0 +1,257 @@
+"""Receipts and replies from providers, applied to the database (the last step of a message's path).
+
+`apply_twilio_status` moves a delivery with ONE conditional UPDATE whose WHERE clause comes from
+`campaigns.states.allowed_from`, so the transition check and the write are atomic: duplicate and
+out-of-order callbacks cannot move a delivery backwards, whatever the interleaving of requests.
+`apply_inbound` turns STOP/START-style replies into opt-outs/opt-ins. Both take the session first
+and never commit; the web layer verifies signatures and owns the transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from campaigns.models import Delivery
+from campaigns.models import DeliveryStatus as S
+from campaigns.states import TWILIO_STATUS, allowed_from
+from segments.models import SmsOptOut, User
+from segments.people import phone_hash
+from tidings.config import Settings, provider_config
+from tidings.db import insert_for, utcnow
+from tidings.models import App
+
+log = logging.getLogger(__name__)
+
+deliveries = Delivery.__table__
+users = User.__table__
+optouts = SmsOptOut.__table__
+apps = App.__table__
+
+# Twilio error 21610: "Attempt to send to unsubscribed recipient" (the number texted STOP to the sender).
+TWILIO_UNSUBSCRIBED = "21610"
+
+# Largest id a BIGINT column holds; a bigger `d` can only be junk.
+MAX_ID = 2**63 - 1
+
+
+class DeliveryApp(NamedTuple):
+    app_id: int
+    app_settings: Mapping
+
+
+def delivery_app(session: Session, delivery_id: int) -> DeliveryApp | None:
+    """The app a delivery belongs to, with its provider settings (for its auth token), or None."""
+    row = session.execute(_DELIVERY_APP, {"d": delivery_id}).first()
+    return None if row is None else DeliveryApp(row.app_id, row.settings or {})
+
+
+_DELIVERY_APP = (
+    sa.select(deliveries.c.app_id, apps.c.settings)
+    .join_from(deliveries, apps, deliveries.c.app_id == apps.c.id)
+    .where(deliveries.c.id == sa.bindparam("d"))
+)
+
+
+def _status_update(new: S) -> sa.Update:
+    """The one UPDATE that moves a delivery to `new`, built once per target status.
+
+    `provider_id` is recorded when still NULL (the worker may have died between Twilio's answer
+    and its own write); a callback about another message (a different sid already recorded:
+    a duplicate send) never moves this delivery. Any callback means Twilio accepted the message
+    (our "sent"), so `sent_at` is set if still unset, whichever callback comes first.
+    """
+    c = deliveries.c
+    now = sa.bindparam("now", type_=c.updated_at.type)
+    values: dict = {
+        "status": new.value,
+        "provider_id": sa.func.coalesce(c.provider_id, sa.bindparam("sid", type_=c.provider_id.type)),
+        "sent_at": sa.func.coalesce(c.sent_at, now),
+        "updated_at": now,
+    }
+    if new is S.DELIVERED:
+        values["delivered_at"] = now
+    if new is S.FAILED:
+        values["failed_at"] = now
+        values["error"] = sa.bindparam("error", type_=c.error.type)
+    return (
+        sa.update(deliveries)
+        .where(c.id == sa.bindparam("d"),
+               c.status.in_(allowed_from(new)),
+               sa.or_(c.provider_id.is_(None), c.provider_id == sa.bindparam("sid")))
+        .values(values)
+        .returning(c.app_id, c.user_id)
+    )
+
+
+_UPDATES = {status: _status_update(status) for status in set(TWILIO_STATUS.values())}
+
+
+def apply_twilio_status(session: Session, delivery_id: int, message_sid: str, twilio_status: str,
+                        error_code: str | None, now: dt.datetime | None = None, *,
+                        to: str | None = None) -> bool:
+    """Apply one Twilio status callback; True when the delivery moved.
+
+    Unknown `twilio_status` values (e.g. "receiving") change nothing. A failure with error 21610
+    (recipient unsubscribed at Twilio) also opts the number out for the delivery's app: `to`
+    (the callback's signed `To`) or else the user's number on file.
+    """
+    twilio_status = (twilio_status or "").strip().lower()
+    new = TWILIO_STATUS.get(twilio_status)
+    if new is None:
+        return False
+    now = now or utcnow()
+    error_code = (error_code or "").strip() or None
+    params = {"d": delivery_id, "sid": message_sid, "now": now}
+    if new is S.FAILED:
+        # The error code when Twilio gives one, else Twilio's own status ("canceled", ...).
+        params["error"] = error_code or twilio_status
+    row = session.execute(_UPDATES[new], params).first()
+    if new is S.FAILED and error_code == TWILIO_UNSUBSCRIBED:
+        _opt_out_recipient(session, delivery_id, to, now)
+    if row is None:
+        log.debug("twilio %s for delivery %s (%s) changed nothing", twilio_status, delivery_id, message_sid)
+    return row is not None
+
+
+def _opt_out_recipient(session: Session, delivery_id: int, to: str | None, now: dt.datetime) -> None:
+    row = session.execute(
+        sa.select(deliveries.c.app_id, users.c.phone)
+        .join_from(deliveries, users, deliveries.c.user_id == users.c.id)
+        .where(deliveries.c.id == delivery_id)
+    ).first()
+    if row is None:
+        return
+    phone = (to or "").strip() or row.phone
+    if phone:
+        opt_out(session, [row.app_id], phone, now)
+
+
+# -- opt-out / opt-in ----------------------------------------------------------------------------
+
+def opt_out(session: Session, app_ids: Iterable[int], phone: str, now: dt.datetime | None = None) -> None:
+    """Opt `phone` out of SMS for these apps: the surviving hash (idempotent), and every user's flag."""
+    app_ids = sorted(set(app_ids))
+    if not app_ids or not phone:
+        return
+    now = now or utcnow()
+    stmt = insert_for(session, optouts).on_conflict_do_nothing(index_elements=["app_id", "phone_hash"])
+    session.execute(stmt, [{"app_id": a, "phone_hash": phone_hash(a, phone), "created_at": now} for a in app_ids])
+    session.execute(
+        sa.update(users)
+        .where(users.c.app_id.in_(app_ids), users.c.phone == phone, users.c.sms_opt_in.is_not(False))
+        .values(sms_opt_in=False, updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def opt_in(session: Session, app_ids: Iterable[int], phone: str, now: dt.datetime | None = None) -> None:
+    """Undo `opt_out`: the number texted START/YES/UNSTOP to the sender."""
+    app_ids = sorted(set(app_ids))
+    if not app_ids or not phone:
+        return
+    now = now or utcnow()
+    session.execute(
+        sa.delete(optouts).where(optouts.c.app_id.in_(app_ids),
+                                 optouts.c.phone_hash.in_([phone_hash(a, phone) for a in app_ids])),
+        execution_options={"synchronize_session": False},
+    )
+    session.execute(
+        sa.update(users)
+        .where(users.c.app_id.in_(app_ids), users.c.phone == phone, users.c.sms_opt_in.is_not(True))
+        .values(sms_opt_in=True, updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+
+
+# -- inbound messages ----------------------------------------------------------------------------
+
+class InboundAction(enum.StrEnum):
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+
+
+# Twilio's default opt-out and opt-in keywords (CONTRACT.md "Providers"), in their matching form.
+OPT_OUT_KEYWORDS = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout"})
+OPT_IN_KEYWORDS = frozenset({"start", "yes", "unstop"})
+
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def keyword_of(body: str | None) -> str:
+    """The matching form of a reply: Unicode-normalised, case-folded, with everything that is not a
+    letter or digit removed, so " stop ", "Stop.", "STOP!", "Opt  Out", "opt-out" and "OPTOUT" are all
+    one keyword. Only a reply that is nothing but a keyword counts: "stop texting me" is not "stop".
+    """
+    return _NOT_WORD.sub("", unicodedata.normalize("NFKC", body or "").casefold())
+
+
+def inbound_action(body: str | None, opt_out_type: str | None = None) -> InboundAction | None:
+    """What a reply asks for. Twilio's Advanced Opt-Out names its own match in `OptOutType`
+    (STOP/START/HELP, covering custom and localised keywords); it wins when present."""
+    kind = (opt_out_type or "").strip().upper()
+    if kind == "STOP":
+        return InboundAction.OPT_OUT
+    if kind == "START":
+        return InboundAction.OPT_IN
+    word = keyword_of(body)
+    if word in OPT_OUT_KEYWORDS:
+        return InboundAction.OPT_OUT
+    if word in OPT_IN_KEYWORDS:
+        return InboundAction.OPT_IN
+    return None
+
+
+class SenderApp(NamedTuple):
+    app_id: int
+    auth_token: str | None
+
+
+def apps_for_sender(session: Session, settings: Settings, to: str | None,
+                    messaging_service_sid: str | None) -> list[SenderApp]:
+    """Apps whose effective Twilio sender (env settings overridden per app) received this message:
+    `twilio_from` equal to `To`, or `twilio_messaging_service_sid` equal to `MessagingServiceSid`."""
+    to = (to or "").strip()
+    service = (messaging_service_sid or "").strip()
+    if not to and not service:
+        return []
+    found = []
+    for app_id, app_settings in session.execute(sa.select(apps.c.id, apps.c.settings).order_by(apps.c.id)):
+        config = provider_config(settings, app_settings)
+        sender = (config.get("twilio_from") or "").strip()
+        sender_service = (config.get("twilio_messaging_service_sid") or "").strip()
+        if (to and sender == to) or (service and sender_service == service):
+            found.append(SenderApp(app_id, config.get("twilio_auth_token")))
+    return found
+
+
+def apply_inbound(session: Session, app_ids: Sequence[int], from_number: str | None, body: str | None, *,
+                  opt_out_type: str | None = None, now: dt.datetime | None = None) -> InboundAction | None:
+    """Apply a reply from `from_number` to the apps it concerns (their signatures already checked).
+
+    STOP-style keywords opt the number out at once; START/YES/UNSTOP opt it back in; anything
+    else changes nothing. Returns what was done.
+    """
+    phone = (from_number or "").strip()
+    action = inbound_action(body, opt_out_type)
+    if action is None or not phone or not app_ids:
+        return None
+    if action is InboundAction.OPT_OUT:
+        opt_out(session, app_ids, phone, now)
+    else:
+        opt_in(session, app_ids, phone, now)
+    log.info("sms %s for apps %s from %s", action, list(app_ids), _mask(phone))
+    return action
+
+
+def _mask(phone: str) -> str:
+    """Logs name a number by its last digits only."""
+    return "..." + phone[-4:]
