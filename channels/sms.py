@@ -35,8 +35,8 @@ from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
 from channels.base import Channel, OutboundMessage, SendResult, settings_kwargs
-from channels.transport import ConnectionPool, form_encode
 from channels.errors import ChannelConfigError, PermanentChannelError, TransientChannelError, parse_retry_after
+from channels.transport import ConnectionPool, form_encode
 
 __all__ = ["TWILIO_ERRORS", "TwilioHttpClient", "TwilioSMS"]
 
@@ -204,8 +204,8 @@ class TwilioSMS(Channel):
             )
         except TwilioRestException as exc:
             raise _map_rest_error(exc) from exc
-        except TwilioException as exc:  # malformed answer etc.: not the message's fault
-            raise TransientChannelError(code="provider_error", message=str(exc)) from exc
+        except (TwilioException, ValueError, KeyError) as exc:  # an answer we cannot read
+            raise TransientChannelError(code="provider_error", message=f"unreadable Twilio answer: {exc!r}") from exc
         return SendResult(provider_id=created.sid, status=str(created.status or "queued"))
 
     def close(self) -> None:

@@ -29,12 +29,12 @@ import socket
 import ssl
 import threading
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
 import requests.structures
 import requests.utils
-from urllib.parse import urlsplit
 
 __all__ = ["ConnectionPool", "HTTPResponse", "PooledAdapter", "form_encode"]
 

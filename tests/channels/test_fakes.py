@@ -141,3 +141,14 @@ def test_fake_serves_other_paths_404(fake_fcm):
         assert pool.request("GET", "/nothing/here").status == 404
     finally:
         pool.close()
+
+
+def test_fake_connections_have_nagle_off(fake_twilio, sms_channel):
+    import socket
+
+    from channels.base import OutboundMessage
+
+    sms_channel.send(OutboundMessage(1, "+14155550100", {"body": "hi"}))
+
+    sockets = [w.get_extra_info("socket") for w in list(fake_twilio._writers)]  # noqa: SLF001
+    assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)

@@ -10,7 +10,7 @@ import pytest
 from channels.base import OutboundMessage, SendResult
 from channels.errors import ChannelConfigError, PermanentChannelError, TransientChannelError
 from channels.push import FCMPush
-from tests.fakes import FakeFCM, unused_local_url
+from tests.fakes import FakeFCM, Response, unused_local_url
 
 TOKEN = "fcm-token-1:APA91b" + "x" * 60
 
@@ -207,3 +207,25 @@ def test_google_token_uri_keeps_google_auth_defaults(fake_fcm, tmp_path):
 
     assert type(credentials) is service_account.Credentials
     assert credentials._token_uri == "https://oauth2.googleapis.com/token"  # noqa: SLF001
+
+
+class _NamelessFCM(FakeFCM):
+    """Answers 200 without a message name: a provider answer we cannot read."""
+
+    def _send(self, request, project):
+        response = super()._send(request, project)
+        return Response.json(200, {"unexpected": True}) if response.status == 200 else response
+
+
+def test_a_success_answer_without_a_name_is_transient(tmp_path):
+    with _NamelessFCM() as fake:
+        channel = FCMPush(fake.write_service_account(tmp_path / "sa.json"), api_base_url=fake.url)
+        try:
+            with pytest.raises(TransientChannelError) as caught:
+                channel.send(_message(1))
+            results = channel.send_batch([_message(2), _message(3)])
+        finally:
+            channel.close()
+
+    assert caught.value.code == "provider_error"
+    assert all(isinstance(r, TransientChannelError) and r.code == "provider_error" for r in results)

@@ -150,3 +150,22 @@ def test_twilio_5xx_from_another_transport_is_still_transient(sms_channel, fake_
     from channels.sms import _map_rest_error
 
     assert isinstance(_map_rest_error(TwilioRestException(503, "u", "m", 20503)), TransientChannelError)
+
+
+def test_a_success_answer_we_cannot_read_is_transient():
+    from tests.fakes import FakeTwilio, Response
+
+    class Garbled(FakeTwilio):
+        def handle(self, request):
+            response = super().handle(request)
+            return Response(201, b"<html>not json</html>") if response.status == 201 else response
+
+    with Garbled() as fake:
+        channel = TwilioSMS(fake.account_sid, fake.auth_token, from_number="+15005550006", api_base_url=fake.url)
+        try:
+            with pytest.raises(TransientChannelError) as caught:
+                channel.send(OutboundMessage(1, "+14155550100", {"body": "hi"}))
+        finally:
+            channel.close()
+
+    assert caught.value.code == "provider_error"
