@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.models import Hook
 from tidings.errors import ConflictError, InvalidError, NotFoundError
+from tidings.models import bump_config_version
 
 HOOK_TYPES = ("string", "number", "boolean", "json")
 HOOK_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")
@@ -55,6 +56,7 @@ def create_hook(session: Session, app_id: int, key: str, hook_type: str, default
     hook = Hook(app_id=app_id, key=key, type=hook_type, default=default, description=description or "")
     session.add(hook)
     session.flush()
+    bump_config_version(session, app_id)
     return hook
 
 
@@ -71,6 +73,7 @@ def update_hook(session: Session, app_id: int, key: str, changes: dict) -> Hook:
     if "description" in changes:
         hook.description = changes["description"] or ""
     session.flush()
+    bump_config_version(session, app_id)
     return hook
 
 
@@ -108,3 +111,4 @@ def delete_hook(session: Session, app_id: int, key: str) -> None:
                             {"campaigns": [c.id for c in users]})
     session.delete(hook)
     session.flush()
+    bump_config_version(session, app_id)

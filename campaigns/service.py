@@ -22,7 +22,7 @@ from segments.service import compile_query
 from tidings.config import Settings, provider_config, push_configured, sms_configured
 from tidings.db import utcnow
 from tidings.errors import ConflictError, InvalidError, NotFoundError
-from tidings.models import App
+from tidings.models import App, bump_config_version
 
 S = CampaignStatus
 MAX_UTC_OFFSET = dt.timedelta(hours=14)  # the earliest zone (Pacific/Kiritimati) is UTC+14
@@ -111,6 +111,7 @@ def create_campaign(session: Session, app_id: int, data: Any) -> Campaign:
                         status=S.DRAFT, version=1)
     session.add(campaign)
     session.flush()
+    bump_config_version(session, app_id)
     return campaign
 
 
@@ -137,6 +138,7 @@ def update_campaign(session: Session, app_id: int, campaign_id: int, data: Any) 
     if campaign.status == S.SCHEDULED or (campaign.status == S.PAUSED and campaign.paused_from == S.SCHEDULED):
         campaign.next_run_at, _ = first_run(campaign, utcnow())
     session.flush()
+    bump_config_version(session, app_id)
     return campaign
 
 
@@ -227,6 +229,7 @@ def launch(session: Session, campaign: Campaign, settings: Settings, now: dt.dat
     validate_spec(session, campaign.app_id, {"name": campaign.name, "channel": campaign.channel, **campaign.spec})
     campaign.launched_at = now
     campaign.version += 1
+    bump_config_version(session, campaign.app_id)
     kind = campaign.spec["schedule"]["type"]
     if kind == "now" and campaign.channel in ("sms", "push"):
         campaign.status = S.RUNNING
@@ -251,6 +254,7 @@ def pause(session: Session, campaign: Campaign) -> None:
                             {"status": campaign.status})
     campaign.paused_from, campaign.status = campaign.status, S.PAUSED
     campaign.version += 1
+    bump_config_version(session, campaign.app_id)
 
 
 def resume(session: Session, campaign: Campaign) -> None:
@@ -259,6 +263,7 @@ def resume(session: Session, campaign: Campaign) -> None:
                             {"status": campaign.status})
     campaign.status, campaign.paused_from = campaign.paused_from or S.RUNNING, None
     campaign.version += 1
+    bump_config_version(session, campaign.app_id)
 
 
 def cancel(session: Session, campaign: Campaign, now: dt.datetime | None = None) -> None:
@@ -268,6 +273,7 @@ def cancel(session: Session, campaign: Campaign, now: dt.datetime | None = None)
         raise ConflictError(f"the campaign is {campaign.status} already", {"status": campaign.status})
     campaign.status, campaign.next_run_at, campaign.finished_at = S.CANCELLED, None, now
     campaign.version += 1
+    bump_config_version(session, campaign.app_id)
     session.execute(sa.update(Delivery)
                     .where(Delivery.campaign_id == campaign.id, Delivery.status == DeliveryStatus.PENDING)
                     .values(status=DeliveryStatus.SUPPRESSED, reason="cancelled", updated_at=now))

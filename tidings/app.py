@@ -45,8 +45,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     app.teardown_appcontext(close_session)
 
-    from tidings import api
+    from tidings import api, limits
 
+    limits.init_app(app, settings.redis_url)
     api.init_app(app)
 
     @app.get("/healthz")

@@ -39,6 +39,9 @@ class App(Base):
     client_key_hint: Mapped[str] = mapped_column(sa.String(16))
     # Per-app provider settings overriding the env ones (twilio_*, fcm_*); secrets write-only.
     settings: Mapped[dict] = mapped_column(JSONType, default=dict)
+    # Bumped with every change to the app's campaigns or hooks: pull endpoints keep a snapshot of
+    # the running campaigns per process and reload it when this moves (read with the key).
+    config_version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def rotate_key(self, kind: KeyKind) -> str:
@@ -68,3 +71,8 @@ class Account(Base):
     role: Mapped[str] = mapped_column(sa.String(16))
     active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def bump_config_version(session, app_id: int) -> None:
+    """Invalidate every process's snapshot of this app's running campaigns and hooks."""
+    session.execute(sa.update(App).where(App.id == app_id).values(config_version=App.config_version + 1))

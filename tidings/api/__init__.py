@@ -15,4 +15,4 @@ def init_app(app) -> None:
 
 
 # Route modules attach their views (and auth its before_request hook) to `bp` on import.
-from tidings.api import auth, campaigns, openapi, people, segments  # noqa: E402, F401
+from tidings.api import auth, campaigns, openapi, people, pulls, segments  # noqa: E402, F401

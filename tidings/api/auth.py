@@ -22,6 +22,7 @@ class UnauthorizedError(TidingsError):
 class Caller:
     app_id: int
     kind: KeyKind
+    config_version: int = 0
 
 
 PUBLIC_ENDPOINTS = {"api.openapi_json"}
@@ -43,13 +44,13 @@ def authenticate() -> None:
         raise UnauthorizedError("send your app key as 'Authorization: Bearer <key>'")
     digest = hash_key(key.strip())
     row = db_session().execute(
-        sa.select(App.id, App.server_key_hash).where(
+        sa.select(App.id, App.server_key_hash, App.config_version).where(
             sa.or_(App.server_key_hash == digest, App.client_key_hash == digest))
     ).first()
     if row is None:
         raise UnauthorizedError("unknown or revoked key")
     kind = KeyKind.SERVER if row.server_key_hash == digest else KeyKind.CLIENT
-    g.caller = Caller(app_id=row.id, kind=kind)
+    g.caller = Caller(app_id=row.id, kind=kind, config_version=row.config_version)
     view = current_app.view_functions.get(request.endpoint)
     if kind is KeyKind.CLIENT and not getattr(view, "client_allowed", False):
         raise ForbiddenError("a client key may not call this endpoint; use the server key")
