@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 
+import webhooks
 from scheduler import queues
 from tidings import config as tconfig
 from tidings import db
@@ -49,6 +50,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     limits.init_app(app, settings.redis_url)
     api.init_app(app)
+    webhooks.init_app(app)
 
     @app.get("/healthz")
     def healthz():
