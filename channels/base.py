@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class Channel(abc.ABC):
 
     def __init__(self) -> None:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_pid = 0
         self._executor_lock = threading.Lock()
 
     @abc.abstractmethod
@@ -123,9 +125,11 @@ class Channel(abc.ABC):
             return exc
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._executor is None:
+        if self._executor is None or self._executor_pid != os.getpid():
             with self._executor_lock:
-                if self._executor is None:
+                # an executor inherited through fork has no threads in the child: make a new one
+                if self._executor is None or self._executor_pid != os.getpid():
+                    self._executor_pid = os.getpid()
                     self._executor = concurrent.futures.ThreadPoolExecutor(
                         max_workers=self.max_concurrency, thread_name_prefix=f"channel-{self.name}"
                     )

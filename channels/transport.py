@@ -14,7 +14,8 @@ transport needs and no more:
   bodies, 1xx skipped, keep-alive rules): `http.client.HTTPResponse` builds an
   `email.message.Message` per response, which cost a third of a send;
 * TLS with certifi's CA bundle; no retries (a retried POST could send twice; the scheduler
-  retries, idempotently).
+  retries, idempotently);
+* fork safety: a forked child (a forking job worker) drops the connections it inherited.
 
 `form_encode` is `urllib.parse.urlencode` for flat string mappings at a fraction of the cost
 (the stdlib quotes character by character in Python; that was a fifth of an SMS send).
@@ -23,11 +24,13 @@ transport needs and no more:
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import select
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -78,6 +81,7 @@ class ConnectionPool:
         self.maxsize = maxsize
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
+        _live_pools.add(self)
         self._ssl_context: ssl.SSLContext | None = None
         if self.scheme == "https":
             try:
@@ -127,6 +131,13 @@ class ConnectionPool:
             lines.append(f"Content-Length: {len(body) if body else 0}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
+    def _forget_after_fork(self) -> None:
+        # A forked child must not talk on its parent's connections (replies would interleave).
+        self._lock = threading.Lock()
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()  # closes the child's copy of the descriptor only
+
     def _checkout(self) -> _Connection:
         while True:
             with self._lock:
@@ -154,6 +165,17 @@ class ConnectionPool:
             sock.close()
             raise
         return _Connection(sock)
+
+
+_live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        pool._forget_after_fork()  # noqa: SLF001
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Connection:

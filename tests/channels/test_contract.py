@@ -255,3 +255,26 @@ def test_errors_survive_pickling(harness):
 
 def _permanent_fault(channel: str) -> dict:
     return {"code": 21211} if channel == "sms" else {"code": "UNREGISTERED"}
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_sends_on_its_own_threads_and_connections(harness):
+    import os
+    import signal
+
+    assert all(isinstance(r, SendResult) for r in harness.channel.send_batch([harness.message(i) for i in range(20)]))
+
+    pid = os.fork()
+    if pid == 0:  # the child: inherited executor and pooled connections must not be used
+        code = 1
+        try:
+            signal.alarm(20)
+            results = harness.channel.send_batch([harness.message(i) for i in range(100, 120)])
+            code = 0 if all(isinstance(r, SendResult) for r in results) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(harness.delivered_ids()) == list(range(20)) + list(range(100, 120))
+    assert all(isinstance(r, SendResult) for r in harness.channel.send_batch([harness.message(200)]))
