@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http import HttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
@@ -202,7 +202,7 @@ class TwilioSMS(Channel):
                 messaging_service_sid=self.messaging_service_sid,
                 status_callback=message.status_callback,
             )
-        except TwilioRestException as exc:
+        except (TwilioRestException, TwilioServiceException) as exc:
             raise _map_rest_error(exc) from exc
         except (TwilioException, ValueError, KeyError) as exc:  # an answer we cannot read
             raise TransientChannelError(code="provider_error", message=f"unreadable Twilio answer: {exc!r}") from exc
@@ -213,9 +213,11 @@ class TwilioSMS(Channel):
         self._http.close()
 
 
-def _map_rest_error(exc: TwilioRestException) -> TransientChannelError | PermanentChannelError:
-    status = exc.status or 0
-    message = f"Twilio {status} {exc.code}: {exc.msg}"
+def _map_rest_error(exc: TwilioRestException | TwilioServiceException) -> TransientChannelError | PermanentChannelError:
+    """A Twilio error answer (legacy or RFC 9457 shape) as ours, through `TWILIO_ERRORS`."""
+    status = int(exc.status or 0)
+    detail = getattr(exc, "msg", None) or getattr(exc, "detail", None) or getattr(exc, "title", "")
+    message = f"Twilio {status} {exc.code}: {detail}"
     if status == 429 or status >= 500:
         return TransientChannelError(code="provider_unavailable", message=message)
     code, deactivate = TWILIO_ERRORS.get(int(exc.code) if str(exc.code).isdigit() else -1, ("rejected", False))

@@ -169,3 +169,23 @@ def test_a_success_answer_we_cannot_read_is_transient():
             channel.close()
 
     assert caught.value.code == "provider_error"
+
+
+def test_rfc9457_error_answers_map_like_legacy_ones():
+    from tests.fakes import FakeTwilio, Response
+
+    class Modern(FakeTwilio):
+        def handle(self, request):
+            return Response.json(400, {"type": "https://www.twilio.com/docs/errors/21211", "title": "Invalid 'To'",
+                                       "status": 400, "code": 21211, "detail": "not a valid phone number"})
+
+    with Modern() as fake:
+        channel = TwilioSMS(fake.account_sid, fake.auth_token, from_number="+15005550006", api_base_url=fake.url)
+        try:
+            with pytest.raises(PermanentChannelError) as caught:
+                channel.send(OutboundMessage(1, "+14155550100", {"body": "hi"}))
+        finally:
+            channel.close()
+
+    assert (caught.value.code, caught.value.deactivate_token, caught.value.provider_code) == ("invalid_number", True, "21211")
+    assert "not a valid phone number" in str(caught.value)
