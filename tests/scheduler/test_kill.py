@@ -68,19 +68,23 @@ def test_sigkill_mid_campaign_sends_exactly_one_sms_per_eligible_user(
         "targets": [{"control_percent": 10, "variants": [
             {"name": "A", "content": {"body": "A for {{ user.id }}"}},
             {"name": "B", "content": {"body": "B for {{ user.id }}"}}]}]}).json
-    fake_twilio.fault_next(USERS, delay=0.01)  # every request succeeds, 10 ms late: kills land mid-batch
+    fake_twilio.fault_next(USERS, delay=0.05)  # every request succeeds, 50 ms late: a batch takes ~1.5 s
 
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
            "PUBLIC_BASE_URL": provider_settings.public_base_url,
            "TWILIO_ACCOUNT_SID": fake_twilio.account_sid, "TWILIO_AUTH_TOKEN": fake_twilio.auth_token,
            "TWILIO_FROM": provider_settings.twilio_from, "TWILIO_API_BASE_URL": fake_twilio.url}
     victim = worker(env, tmp_path / "victim.log")
-    survivor = worker(env, tmp_path / "survivor.log")
+    survivor = None
     try:
         assert api.post(f"/campaigns/{campaign['id']}/launch").status_code == 200
         wait_for(lambda: len(fake_twilio.requests) >= 600, 120, "the first 600 sends")
+        # Kill right after a request reached the provider: the worker is inside a batch's sends.
+        seen = len(fake_twilio.requests)
+        wait_for(lambda: len(fake_twilio.requests) > seen, 30, "a send in flight")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
+        survivor = worker(env, tmp_path / "survivor.log")
 
         def drained():
             before = len(fake_twilio.requests)
@@ -89,7 +93,8 @@ def test_sigkill_mid_campaign_sends_exactly_one_sms_per_eligible_user(
         wait_for(drained, 180, "the surviving worker to finish")
     finally:
         stop(victim, signal.SIGKILL)
-        stop(survivor)
+        if survivor is not None:
+            stop(survivor)
 
     with session_scope() as s:
         left = Counter(s.scalars(sa.select(Delivery.status).where(
