@@ -50,6 +50,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     limits.init_app(app, settings.redis_url)
     api.init_app(app)
+    from tidings import ui
+
+    ui.init_app(app)
     webhooks.init_app(app)
 
     @app.get("/healthz")
