@@ -79,6 +79,14 @@ def ui_app(app):
         return record.id, server_key
 
 
+@pytest.fixture
+def ui_api(client, ui_app):
+    """The JSON API of the UI's app, to load people and events the way apps do."""
+    from tests.conftest import Api
+
+    return Api(client, ui_app[0], ui_app[1])
+
+
 def _signed_in(app, role: str) -> UI:
     ui = UI(app.test_client(), role)
     make_account(ui.email, role)

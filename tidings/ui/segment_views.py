@@ -1,12 +1,109 @@
-"""Placeholder: the segments pages arrive in a later step."""
+"""Segment pages: the list with sizes, the query editor with a live count, the builder, delete."""
 
 from __future__ import annotations
 
-from flask import render_template_string
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 
+from segments import service
+from segments.query import QueryError
+from segments.query.fields import FIELDS
+from tidings.errors import TidingsError
+from tidings.models import Role
 from tidings.ui import bp
+from tidings.ui.auth import current_app_id, role
+from tidings.ui.forms import ConfirmForm, SegmentForm
+from tidings.web import db_session, json_body
+
+MAX_QUERY = 10_000
+
+
+def segment_size(session, app_id: int, segment) -> int | None:
+    try:
+        return service.count_users(session, app_id, service.compile_query(session, app_id, segment.query))
+    except QueryError:
+        return None  # a segment broken by an edit elsewhere shows as "—", never as a 500
 
 
 @bp.get("/segments")
 def segments():
-    return render_template_string('{% extends "base.html" %}{% block main %}<h1>segments</h1>{% endblock %}')
+    s = db_session()
+    app_id = current_app_id()
+    rows = [(seg, segment_size(s, app_id, seg)) for seg in service.list_segments(s, app_id)]
+    return render_template("segments/list.html", rows=rows)
+
+
+def _editor(form: SegmentForm, segment=None, error: TidingsError | None = None, status: int = 200):
+    s = db_session()
+    app_id = current_app_id()
+    names = [seg.name for seg in service.list_segments(s, app_id) if segment is None or seg.id != segment.id]
+    churn = None
+    if segment is not None and error is None:
+        try:
+            churn = service.churn(s, app_id, segment, 30)
+        except QueryError:
+            churn = None
+    position = error.details.get("position") if error is not None else None
+    return render_template("segments/edit.html", form=form, segment=segment, churn=churn, confirm=ConfirmForm(),
+                           builder={"fields": {k: str(v) for k, v in FIELDS.items()}, "segments": names},
+                           error=error, position=position), status
+
+
+def _save(form: SegmentForm, segment=None):
+    s = db_session()
+    app_id = current_app_id()
+    data = {"name": form.name.data, "query": form.query.data, "description": form.description.data or ""}
+    try:
+        if segment is None:
+            segment = service.create_segment(s, app_id, **data)
+        else:
+            segment = service.update_segment(s, app_id, segment.id, **data)
+    except TidingsError as exc:
+        s.rollback()
+        field = exc.details.get("field") if exc.details.get("field") in ("name", "query") else "query"
+        if "position" not in exc.details:
+            getattr(form, field).errors.append(exc.message)
+        return _editor(form, None if segment is None else service.get_segment(s, app_id, segment.id),
+                       error=exc if "position" in exc.details else None, status=exc.status)
+    s.commit()
+    flash(f'Segment "{segment.name}" saved.')
+    return redirect(url_for("ui.edit_segment", segment_id=segment.id))
+
+
+@bp.route("/segments/new", methods=["GET", "POST"])
+def new_segment():
+    form = SegmentForm()
+    if request.method == "GET" and request.args.get("query"):
+        form.query.data = request.args["query"][:MAX_QUERY]
+    if form.validate_on_submit():
+        return _save(form)
+    return _editor(form, status=422 if form.errors else 200)
+
+
+@bp.route("/segments/<int:segment_id>", methods=["GET", "POST"])
+def edit_segment(segment_id: int):
+    segment = service.get_segment(db_session(), current_app_id(), segment_id)
+    form = SegmentForm(obj=segment if request.method == "GET" else None)
+    if form.validate_on_submit():
+        return _save(form, segment)
+    return _editor(form, segment, status=422 if form.errors else 200)
+
+
+@bp.post("/segments/<int:segment_id>/delete")
+def delete_segment(segment_id: int):
+    s = db_session()
+    segment = service.get_segment(s, current_app_id(), segment_id)
+    name = segment.name
+    service.delete_segment(s, current_app_id(), segment_id)
+    s.commit()
+    flash(f'Segment "{name}" deleted.')
+    return redirect(url_for("ui.segments"))
+
+
+@bp.post("/segments/preview.json")
+@role(Role.VIEWER)  # reads only: viewers get the live count too
+def preview_segment():
+    body = json_body()
+    text = body.get("query") if isinstance(body, dict) else None
+    if not isinstance(text, str) or len(text) > MAX_QUERY:
+        abort(422, f"send {{\"query\": text}} of at most {MAX_QUERY} characters")
+    return jsonify(service.preview(db_session(), current_app_id(), text))
