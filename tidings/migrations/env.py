@@ -1,25 +1,22 @@
-"""Alembic environment: runs against the process-wide engine configured by `tidings db upgrade`."""
+"""Alembic environment: runs on the connection `tidings.migrate` hands over."""
 
 from alembic import context
 
-from tidings import db
 from tidings.schema import metadata
 
 config = context.config
 
 
 def run_migrations_online() -> None:
-    engine = db.engine if db.engine is not None else db.configure(config.get_main_option("sqlalchemy.url"))
-    with engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
-            compare_type=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+    connection = config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 if context.is_offline_mode():
