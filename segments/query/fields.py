@@ -13,6 +13,7 @@ import functools
 import math
 import operator
 import zoneinfo
+from decimal import Decimal
 
 from segments.query.ast import Duration, Near
 
@@ -53,6 +54,22 @@ OPS = {
 
 EARTH_RADIUS_KM = 6371.0088
 DEG = math.pi / 180.0  # the one degrees-to-radians factor both sides multiply by
+
+
+# JSON numbers are exact decimals (jsonb keeps them so); both sides compare them as the nearest
+# double. Beyond the double range that is +-infinity, and below half the smallest subnormal it
+# is zero, instead of an error (PostgreSQL) or an exception (Python), so one odd attribute value
+# can never break every query that mentions it.
+FLOAT_OVERFLOW = 2**1024 - 2**970   # the least magnitude that rounds to infinity
+FLOAT_UNDERFLOW = Decimal(5**1075).scaleb(-1075)  # exactly 2**-1075: up to it rounds to zero
+
+
+def json_number(value: int | float) -> float:
+    """A JSON number (int or float, never bool) as the double both evaluators compare."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def field_kind(field: str) -> Kind:

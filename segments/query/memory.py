@@ -19,7 +19,7 @@ from segments.query.ast import (
     SegmentRef, Str, Value, walk,
 )
 from segments.query.fields import (
-    FIELDS, OPS, Haversine, Kind, field_kind, local_hour, parse_datetime, require_aware, since,
+    FIELDS, OPS, Haversine, Kind, field_kind, json_number, local_hour, parse_datetime, require_aware, since,
 )
 from segments.versions import version_key
 
@@ -152,7 +152,7 @@ def _attr_test(op: str, value: Value) -> Callable[[Any], bool]:
     cmp = OPS[op]
     if isinstance(value, Num):
         lit = float(value.value)
-        return lambda v: (type(v) is int or type(v) is float) and cmp(float(v), lit)
+        return lambda v: (type(v) is int or type(v) is float) and cmp(json_number(v), lit)
     if isinstance(value, Str):
         s = value.value
         return lambda v: type(v) is str and cmp(v, s)

@@ -10,7 +10,7 @@ import math
 import re
 
 from segments.query.ast import (
-    COMPARE_OPS, COUNT_OPS, DISTANCE_UNITS, DURATION_UNITS, Ago, And, Between, Bool, Compare,
+    COUNT_OPS, DISTANCE_UNITS, DURATION_UNITS, Ago, And, Between, Bool, Compare,
     Count, Did, Duration, Exists, In, Match, Near, Node, Not, Num, Or, SegmentRef, Str, Value,
 )
 from segments.query.errors import QueryError

@@ -9,6 +9,8 @@ PostgreSQL runs as hash (anti) joins over the (app_id, name, time, user_id) inde
 from __future__ import annotations
 
 import datetime as dt
+import math
+from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
@@ -16,10 +18,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from segments.models import Device, Event, User
 from segments.query.ast import (
     Ago, And, Between, Bool, Compare, Did, Exists, In, Match, Near, Node, Not, Num, Or,
-    SegmentRef, Str, Value,
+    SegmentRef, Str, Value, walk,
 )
 from segments.query.fields import (
-    DEG, OPS, Haversine, Kind, field_kind, parse_datetime, require_aware, since, zones_where,
+    DEG, FIELDS, FLOAT_OVERFLOW, FLOAT_UNDERFLOW, OPS, Haversine, Kind, field_kind, parse_datetime, require_aware, since, zones_where,
 )
 from segments.versions import version_key
 
@@ -42,9 +44,48 @@ def user_condition(node: Node, *, app_id: int, now: dt.datetime, dialect: str) -
 
 
 def select_user_ids(node: Node, *, app_id: int, now: dt.datetime, dialect: str) -> sa.Select:
-    """SELECT users.id of the app's users the resolved query selects."""
-    cond = user_condition(node, app_id=app_id, now=now, dialect=dialect)
-    return sa.select(users.c.id).where(users.c.app_id == app_id, cond)
+    """SELECT users.id of the app's users the resolved query selects.
+
+    The same condition as `user_condition`, arranged for the planner: negations pushed down
+    to the leaves, and an `or` over event or device conditions turned into
+    `users.id IN (<branch> UNION ALL <branch>)`, so every EXISTS / NOT EXISTS sits in a
+    top-level conjunct, where PostgreSQL runs it as a hash semi- or anti-join over the whole
+    set instead of one index probe per user.
+    """
+    if dialect not in DIALECTS:
+        raise ValueError(f"unsupported dialect {dialect!r}")
+    compiler = _Compiler(app_id, require_aware(now), dialect)
+    return sa.select(users.c.id).where(users.c.app_id == app_id,
+                                       compiler.planned(negation_normal_form(node)))
+
+
+def negation_normal_form(node: Node) -> Node:
+    """`not` pushed down to the leaves (De Morgan); sound because no leaf is ever NULL."""
+    if isinstance(node, Not):
+        inner = node.item
+        if isinstance(inner, Not):
+            return negation_normal_form(inner.item)
+        if isinstance(inner, (And, Or)):
+            dual = Or if isinstance(inner, And) else And
+            return negation_normal_form(dual(tuple(Not(i) for i in inner.items)))
+        return node
+    if isinstance(node, (And, Or)):
+        items: list[Node] = []
+        for item in (negation_normal_form(i) for i in node.items):
+            items.extend(item.items if type(item) is type(node) else (item,))
+        return type(node)(tuple(items))
+    return node
+
+
+def _joins_other_tables(node: Node) -> bool:
+    for n in walk(node):
+        if isinstance(n, Did):
+            return True
+        field = getattr(n, "field", None)
+        if field is not None and not isinstance(n, (And, Or, Not)) and field in FIELDS and \
+                FIELDS[field] in (Kind.DEVICE_TEXT, Kind.VERSION):
+            return True
+    return False
 
 
 def _cmp(op: str, a, b) -> ColumnElement[bool]:
@@ -83,6 +124,18 @@ class _Compiler:
         if kind in (Kind.DEVICE_TEXT, Kind.VERSION):
             return self.device(node, kind)
         return self.column_leaf(users.c[node.field], kind, node)
+
+    def planned(self, node: Node) -> ColumnElement[bool]:
+        """`node` (in negation normal form) as a top-level conjunct; see select_user_ids."""
+        if isinstance(node, And):
+            return sa.and_(*(self.planned(i) for i in node.items))
+        if isinstance(node, Or) and _joins_other_tables(node):
+            branches = [
+                sa.select(users.c.id).where(users.c.app_id == self.app_id, self.planned(i))
+                .correlate(None)  # each branch scans users itself
+                for i in node.items]
+            return users.c.id.in_(sa.union_all(*branches))
+        return self.node(node)
 
     # ---- plain columns ------------------------------------------------------------------
 
@@ -182,29 +235,34 @@ class _Compiler:
             col = devices.c[node.field + "_key"]
         else:
             col = devices.c[node.field]
-        cond = self.column_leaf(col, kind, node)
-        sub = sa.select(devices.c.user_id).where(devices.c.app_id == self.app_id, cond)
-        return users.c.id.in_(sub)
+        return sa.exists().where(devices.c.user_id == users.c.id,
+                                 devices.c.app_id == self.app_id,
+                                 self.column_leaf(col, kind, node))
 
     # ---- events -------------------------------------------------------------------------
 
     def did(self, node: Did) -> ColumnElement[bool]:
-        conds = [events.c.app_id == self.app_id, events.c.name == sa.literal(node.event, sa.String())]
+        conds = [events.c.app_id == self.app_id,
+                 events.c.name == sa.literal(node.event, sa.String())]
         if node.window is not None:
             conds.append(events.c.time >= sa.literal(since(self.now, node.window),
                                                      events.c.time.type))
         if node.where is not None:
             conds.append(self.node(node.where, props=True))
-        sub = sa.select(events.c.user_id).where(*conds)
         if node.count is None:
-            return users.c.id.in_(sub)
+            return sa.exists().where(events.c.user_id == users.c.id, *conds)
         op, n = node.count.op, node.count.n
-        count = sa.func.count()
-        having = _cmp(op, count, sa.literal(n, sa.Integer()))
+        having = _cmp(op, sa.func.count(), sa.literal(n, sa.Integer()))
         if OPS[op](0, n):
-            # Satisfied by zero events: everyone except those whose count fails it.
-            return users.c.id.not_in(sub.group_by(events.c.user_id).having(sa.not_(having)))
-        return users.c.id.in_(sub.group_by(events.c.user_id).having(having))
+            # Satisfied by zero events: everyone but those with some events and a failing count.
+            return sa.not_(self._counted(conds, sa.not_(having)))
+        return self._counted(conds, having)
+
+    @staticmethod
+    def _counted(conds, having) -> ColumnElement[bool]:
+        counts = (sa.select(events.c.user_id).where(*conds)
+                  .group_by(events.c.user_id).having(having).subquery("counts"))
+        return sa.exists().where(counts.c.user_id == users.c.id)
 
     # ---- geo ----------------------------------------------------------------------------
 
@@ -255,7 +313,20 @@ class _JsonTerms:
 
     def number(self):
         if self.pg:
-            return sa.case((self.kind == "number", sa.cast(self.text, postgresql.DOUBLE_PRECISION)))
+            # jsonb prints numbers in plain digits, so fewer than 300 characters is well inside
+            # the double range and a plain cast is safe. Longer ones go through numeric and are
+            # clamped (see fields.json_number): ::float8 would raise "out of range" on 1e400
+            # and fail the whole query.
+            double = postgresql.DOUBLE_PRECISION()
+            n = sa.cast(self.doc.op("->")(sa.literal(self.key, sa.Text())), sa.Numeric())
+            big = sa.literal(Decimal(FLOAT_OVERFLOW), sa.Numeric())
+            return sa.case(
+                (self.kind != "number", sa.null()),
+                (sa.func.length(self.text) < 300, sa.cast(self.text, double)),
+                (n >= big, sa.literal(math.inf, double)),
+                (n <= -big, sa.literal(-math.inf, double)),
+                (sa.func.abs(n) <= sa.literal(FLOAT_UNDERFLOW, sa.Numeric()), sa.literal(0.0, double)),
+                else_=sa.cast(n, double))
         return sa.case((self.kind.in_(["integer", "real"]), sa.cast(self.text, sa.Float())))
 
     def compare(self, op: str, value: Value) -> ColumnElement[bool]:

@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segments.models import User
-from segments.query import compile_predicate, load_profile, parse, select_user_ids, to_text
+from segments.query import (
+    compile_predicate, load_profile, parse, select_user_ids, to_text, user_condition,
+)
 from tests.segments.query_strategies import (
     NOW, insert_people, queries, random_person, read_profiles,
 )
@@ -46,6 +48,12 @@ def _check(conn: sa.Connection, app_id: int, profiles: dict, node, dialect: str)
                    .scalars())
     predicate = compile_predicate(node, NOW)
     expected = {uid for uid, profile in profiles.items() if predicate(profile)}
+    # The plain condition (what callers compose into their own queries) agrees too.
+    users = User.__table__
+    plain = set(conn.execute(sa.select(users.c.id).where(
+        users.c.app_id == app_id,
+        user_condition(node, app_id=app_id, now=NOW, dialect=dialect))).scalars())
+    assert plain == selected, to_text(node)
     assert selected == expected, (
         f"query: {to_text(node)}\n"
         f"only SQL: {[profiles[i] for i in selected - expected]}\n"
