@@ -165,7 +165,7 @@ class TwilioSMS(Channel):
 
     def __init__(self, account_sid: str, auth_token: str, *, from_number: str | None = None,
                  messaging_service_sid: str | None = None, api_base_url: str | None = None,
-                 timeout: float = 10.0, max_concurrency: int = 32):
+                 timeout: float = 10.0, max_concurrency: int = 64):
         super().__init__()
         if not account_sid or not auth_token:
             raise ChannelConfigError("Twilio needs an account SID and an auth token")
