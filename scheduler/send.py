@@ -29,8 +29,7 @@ from campaigns.targeting import Arm, CompiledCampaign
 from campaigns.templates import RenderError
 from channels.base import Channel, OutboundMessage, SendResult
 from channels.errors import ChannelError, PermanentChannelError, TransientChannelError
-from channels.push import FCMPush
-from channels.sms import TwilioSMS
+from channels.registry import build_channel
 from scheduler import queues, throttle, timing
 from segments.models import Device, SmsOptOut, User
 from segments.people import phone_hash
@@ -100,7 +99,7 @@ def get_channel(channel: str, config: dict) -> Channel:
     key = (channel, json.dumps(settings, sort_keys=True))
     with _channels_lock:
         if key not in _channels:
-            _channels[key] = (TwilioSMS if channel == "sms" else FCMPush).from_settings(settings)
+            _channels[key] = build_channel(channel, settings)
         return _channels[key]
 
 
