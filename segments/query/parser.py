@@ -155,8 +155,11 @@ class _Parser:
             raise QueryError(f"expected a condition, found {tok.describe()}", tok.pos)
         message = f'unknown field "{text}"'
         close = difflib.get_close_matches(lower, list(FIELDS), n=1, cutoff=0.6)
+        prefix, _, rest = text.partition(".")
         if close:
             message += f', did you mean "{close[0]}"?'
+        elif rest and _NAME.match(rest) and difflib.get_close_matches(prefix.lower(), ["attr"]):
+            message += f', did you mean "attr.{rest}"?'
         elif "." not in text:
             message += f' (custom attributes are written attr.{text})'
         raise QueryError(message, tok.pos)

@@ -159,6 +159,8 @@ def test_local_hour_takes_whole_hours():
     ('contry = "US"', 'unknown field "contry", did you mean "country"?', 0),
     ('x and attr. = 1', 'unknown field "x" (custom attributes are written attr.x)', 0),
     ('attr. = 1', 'unknown field "attr."', 0),
+    ('atr.age = 1', 'unknown field "atr.age", did you mean "attr.age"?', 0),
+    ('country. = "US"', 'unknown field "country.", did you mean "country"?', 0),
     ('attr.1x = 1', 'unknown field "attr.1x": attribute names start with a letter or "_" and '
                     'hold only letters, digits and "_"', 0),
     ('attr.a.b = 1', 'unknown field "attr.a.b": attribute names start with a letter or "_" and '
