@@ -75,6 +75,7 @@ GOAL_MS = 1000.0
 GOAL_EVENTS = 20_000
 GOAL_ROWS = 20_000
 OUT_DIR = "/tmp/bench_segments"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATEMENT_TIMEOUT = "60s"  # bounds a pathological plan; such a query is reported as an error
 
 # (city, region, country, timezone, lat, lon, language, weight)
@@ -698,7 +699,10 @@ class Processes:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, args: list[str], logname: str) -> subprocess.Popen:
-        env = dict(os.environ, DATABASE_URL=db_url(), REDIS_URL=REDIS_URL,
+        # PYTHONPATH: this working tree first. An editable install made before a package got its
+        # __init__.py maps it as a namespace package outside the repo root (seen with `webhooks`).
+        path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, DATABASE_URL=db_url(), REDIS_URL=REDIS_URL, PYTHONPATH=path,
                    SECRET_KEY="bench-segments-secret", TIDINGS_INSTANCE_PATH=f"{OUT_DIR}/instance")
         os.makedirs(OUT_DIR, exist_ok=True)
         out = open(f"{OUT_DIR}/{logname}.log", "w")  # noqa: SIM115
@@ -979,7 +983,17 @@ def fmt(v, spec=".0f"):
 
 
 def report(args, meta, generated, queries, agree, ingest_rows, imp) -> None:
+    try:  # which code was measured: other files may be mid-edit in the working tree
+        rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--short", "--", "segments", "tidings"],
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+        dirty = [d[3:] for d in dirty if d.startswith(" M") or d.startswith("M")]
+    except (OSError, subprocess.SubprocessError):
+        rev, dirty = "?", []
     lines = ["", "=" * 100, "bench/segments.py: " + " ".join(shlex.quote(a) for a in sys.argv),
+             f"code: {rev}" + (f" + uncommitted {', '.join(dirty)}" if dirty else ""),
+             "settings: " + (", ".join(args.session_setting) or "server defaults"),
              f"dataset: {meta['users']:,} users, {meta.get('devices', 0):,} devices, {meta['events']:,} events "
              f"(app {meta['app_id']}, generated {meta['generated_at']}, events by {meta['method']})"]
     if generated:
@@ -1060,6 +1074,9 @@ def main(argv=None) -> int:
         log("generation: " + ", ".join(f"{k} {v:.1f} s" for k, v in meta["timings"].items()))
     else:
         log(f"reusing the dataset generated at {meta['generated_at']}")
+        from tidings import migrate
+
+        migrate.upgrade(sa_url())  # the schema may have moved on since the dataset was made
     if args.generate_only:
         report(args, meta, generated, None, None, None, None)
         return 0
