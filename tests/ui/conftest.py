@@ -87,6 +87,28 @@ def ui_api(client, ui_app):
     return Api(client, ui_app[0], ui_app[1])
 
 
+@pytest.fixture
+def fake_twilio():
+    from tests.fakes.twilio import FakeTwilio
+
+    with FakeTwilio() as fake:
+        yield fake
+
+
+@pytest.fixture
+def sms_ready(ui_app, fake_twilio):
+    """The UI's app sends SMS through FakeTwilio (per-app provider settings, as the admin page saves)."""
+    from scheduler.send import close_channels
+    from tidings.models import App
+
+    with session_scope() as session:
+        record = session.get(App, ui_app[0])
+        record.settings = {"twilio_account_sid": fake_twilio.account_sid, "twilio_auth_token": fake_twilio.auth_token,
+                           "twilio_from": "+15005550006", "twilio_api_base_url": fake_twilio.url}
+    yield fake_twilio
+    close_channels()
+
+
 def _signed_in(app, role: str) -> UI:
     ui = UI(app.test_client(), role)
     make_account(ui.email, role)

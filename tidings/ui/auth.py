@@ -15,9 +15,11 @@ import sqlalchemy as sa
 from flask import (abort, current_app, flash, g, jsonify, redirect, render_template, request, session,
                    url_for)
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from tidings.accounts import check_password
+from tidings.api.errors import validation_details
 from tidings.errors import TidingsError
 from tidings.limits import limiter
 from tidings.models import Account, App, Role
@@ -141,6 +143,12 @@ def _error(status: int, message: str, details: dict | None = None, code: str = "
 @bp.errorhandler(TidingsError)
 def tidings_error(exc: TidingsError):
     return _error(exc.status, exc.message, exc.details, exc.code)
+
+
+@bp.errorhandler(ValidationError)
+def validation_error(exc: ValidationError):
+    message, details = validation_details(exc.messages)  # the API's wording and `details.field`
+    return _error(422, message, details, "invalid")
 
 
 @bp.errorhandler(CSRFError)
