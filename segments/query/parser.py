@@ -170,7 +170,7 @@ class _Parser:
             self.next()
             if kind is Kind.FLAG and tok.text not in ("=", "!="):
                 raise QueryError(f"{field} only takes = or != with true or false", tok.pos)
-            value = self.value(field, kind, tok)
+            value = self.value(field, kind, tok, ordered=tok.text not in ("=", "!="))
             if isinstance(value, Bool) and tok.text not in ("=", "!="):
                 raise QueryError(f"true and false only go with = or !=, not {tok.text}",
                                  self.tokens[self.i - 1].pos)
@@ -197,10 +197,10 @@ class _Parser:
             if kind is Kind.FLAG:
                 raise QueryError(f"{field} only takes = or != with true or false", tok.pos)
             low_tok = self.peek()
-            low = self.value(field, kind, tok)
+            low = self.value(field, kind, tok, ordered=True)
             and_tok = self.expect_word("and", self.tokens[self.i - 1])
             high_tok = self.peek()
-            high = self.value(field, kind, and_tok)
+            high = self.value(field, kind, and_tok, ordered=True)
             for v, t in ((low, low_tok), (high, high_tok)):
                 if isinstance(v, Bool):
                     raise QueryError("true and false only go with = or !=, not between", t.pos)
@@ -220,12 +220,12 @@ class _Parser:
 
     # ---- values -----------------------------------------------------------------------------
 
-    def value(self, field: str, kind: Kind, after: Token) -> Value:
+    def value(self, field: str, kind: Kind, after: Token, ordered: bool = False) -> Value:
         tok = self.peek()
-        value = self.literal(after)
+        value = self.literal(after, _expected(field, kind, ordered), field)
         return _check(field, kind, value, tok, after)
 
-    def literal(self, after: Token) -> Value:
+    def literal(self, after: Token, expected: str = "a value", field: str = "") -> Value:
         tok = self.next()
         if tok.kind is T.STRING:
             return Str(tok.value)
@@ -237,7 +237,8 @@ class _Parser:
             duration = self.duration_of(tok)
             self.expect_word("ago", tok)
             return Ago(duration)
-        raise QueryError(f"expected a value after {after.describe()}", tok.pos)
+        note = f" ({field} is text)" if expected == "a string" else ""
+        raise QueryError(f"expected {expected} after {after.describe()}{note}", tok.pos)
 
     def duration_of(self, tok: Token) -> Duration:
         amount, unit = tok.value
@@ -326,6 +327,20 @@ def _finite(tok: Token) -> int | float:
     if not ok:
         raise QueryError(f"the number {tok.text} is too large", tok.pos)
     return tok.value
+
+
+def _expected(field: str, kind: Kind, ordered: bool) -> str:
+    """What may follow an operator on this field, for "expected ... after" messages."""
+    if kind is Kind.ATTRIBUTE:
+        return "a number or a string" if ordered else "a value"
+    return {
+        Kind.PROFILE_TEXT: "a string",
+        Kind.DEVICE_TEXT: "a string",
+        Kind.VERSION: 'a version string like "3.2"',
+        Kind.TIME: 'a date ("2024-05-01") or a duration like 7d ago',
+        Kind.LOCAL_HOUR: "a number",
+        Kind.FLAG: "true or false",
+    }[kind]
 
 
 def _check(field: str, kind: Kind, value: Value, tok: Token, after: Token) -> Value:
