@@ -21,7 +21,7 @@ from campaigns.targeting import CompiledCampaign
 from scheduler import timing
 from scheduler.queues import QueueName, get_queue
 from segments.models import User
-from tidings.db import insert_for, session_scope, utcnow
+from tidings.db import bulk_insert, session_scope, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,8 @@ def _page(run_id, compiled, condition, target, local_wall, quiet) -> list[int] |
                                                                         quiet=quiet),
                 "attempts": 0, "created_at": now, "updated_at": now,
             })
-        stmt = insert_for(session, deliveries).on_conflict_do_nothing(
-            index_elements=["campaign_id", "user_id", "dedupe_key"])
-        written = session.execute(stmt.returning(deliveries.c.id, deliveries.c.status, deliveries.c.send_after),
-                                  new).all()
+        written = bulk_insert(session, deliveries, new, conflict=["campaign_id", "user_id", "dedupe_key"],
+                              returning=(deliveries.c.id, deliveries.c.status, deliveries.c.send_after))
         run.cursor_user_id = rows[-1].id
         run.audience_count += len(written)
         due = sorted(r.id for r in written if r.status == DeliveryStatus.PENDING and r.send_after <= now)
@@ -110,8 +108,7 @@ def make_batches(session, app_id: int, campaign_id: int, delivery_ids: list[int]
                               updated_at=now)
         session.add(batch)
         session.flush()
-        session.execute(sa.update(Delivery).where(Delivery.id.in_(chunk)).values(batch_id=batch.id),
-                        execution_options={"synchronize_session": False})
+        session.execute(sa.update(deliveries).where(deliveries.c.id.in_(chunk)).values(batch_id=batch.id))
         batch_ids.append(batch.id)
     return batch_ids
 

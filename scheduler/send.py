@@ -34,7 +34,7 @@ from scheduler import queues, throttle, timing
 from segments.models import Device, SmsOptOut, User
 from segments.people import phone_hash
 from tidings import config as tconfig
-from tidings.db import session_scope, utcnow
+from tidings.db import bulk_update, session_scope, utcnow
 from tidings.models import App
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _prepare(session, campaign: Campaign, batch: DeliveryBatch, provider: dict, 
         user = r.User
         later = timing.quiet_until(max(now, r.send_after), user.timezone, quiet) if r.send_after <= now else r.send_after
         if later is not None and later > now:
-            updates.append({"_id": r.id, "status": S.PENDING, "reason": None, "error": None,
+            updates.append({"id": r.id, "status": S.PENDING, "reason": None, "error": None,
                             "send_after": later, "batch_id": None})
             continue
         if r.target_index is None:  # a triggered send: who it is for is decided now
@@ -194,39 +194,29 @@ def _prepare(session, campaign: Campaign, batch: DeliveryBatch, provider: dict, 
             if arm is None or arm.control:
                 (dropped if arm is None else held_out).append((r.id, arm))
                 continue
-            assigned.append({"_id": r.id, "t": arm.target_index, "v": arm.variant})
+            assigned.append({"id": r.id, "target_index": arm.target_index, "variant": arm.variant})
         else:
             arm = Arm(r.target_index, r.control, r.variant, None)
         reason = _suppression(channel, user, opted_out, tokens)
         if reason:
-            updates.append({"_id": r.id, "status": S.SUPPRESSED, "reason": reason, "error": None,
+            updates.append({"id": r.id, "status": S.SUPPRESSED, "reason": reason, "error": None,
                             "send_after": r.send_after, "batch_id": None})
             continue
         try:
             content = render_for(compiled, arm, user)
         except RenderError as exc:
-            updates.append({"_id": r.id, "status": S.FAILED, "reason": "render_error", "error": exc.message,
+            updates.append({"id": r.id, "status": S.FAILED, "reason": "render_error", "error": exc.message,
                             "send_after": r.send_after, "batch_id": None})
             continue
         candidates.append((r, user, content))
     if dropped:  # no longer in the audience when the delay ran out: nothing to send or count
         session.execute(sa.delete(deliveries).where(deliveries.c.id.in_([d for d, _ in dropped]),
                                                     deliveries.c.status == S.PENDING))
-    for delivery_id, arm in held_out:
-        session.execute(sa.update(deliveries).where(deliveries.c.id == delivery_id)
-                        .values(status=S.CONTROL, reason="control", control=True, target_index=arm.target_index,
-                                batch_id=None, updated_at=now))
-    if assigned:
-        session.execute(sa.update(deliveries).where(deliveries.c.id == sa.bindparam("_id"))
-                        .values(target_index=sa.bindparam("t"), variant=sa.bindparam("v")),
-                        assigned, execution_options={"synchronize_session": False})
-    if updates:
-        session.execute(
-            sa.update(deliveries)
-            .where(deliveries.c.id == sa.bindparam("_id"), deliveries.c.status == S.PENDING)
-            .values(status=sa.bindparam("status"), reason=sa.bindparam("reason"), error=sa.bindparam("error"),
-                    send_after=sa.bindparam("send_after"), batch_id=sa.bindparam("batch_id"), updated_at=now),
-            updates, execution_options={"synchronize_session": False})
+    bulk_update(session, deliveries, [
+        {"id": delivery_id, "target_index": arm.target_index} for delivery_id, arm in held_out],
+        values={"status": S.CONTROL, "reason": "control", "control": True, "batch_id": None, "updated_at": now})
+    bulk_update(session, deliveries, assigned)
+    bulk_update(session, deliveries, updates, where=deliveries.c.status == S.PENDING, values={"updated_at": now})
     if not candidates:
         return None
 
@@ -240,16 +230,11 @@ def _prepare(session, campaign: Campaign, batch: DeliveryBatch, provider: dict, 
     if not candidates:
         return None
     # Mark `sending` and commit BEFORE any provider call: a repeat of this job skips them.
-    marked = set(session.scalars(
-        sa.update(deliveries)
-        .where(deliveries.c.id.in_([r.id for r, _, _ in candidates]), deliveries.c.status == S.PENDING)
-        .values(status=S.SENDING, sending_at=now, attempts=deliveries.c.attempts + 1, updated_at=now)
-        .returning(deliveries.c.id)
-    ))
-    session.execute(sa.update(deliveries).where(deliveries.c.id == sa.bindparam("_id"))
-                    .values(content=sa.bindparam("content")),
-                    [{"_id": r.id, "content": content} for r, _, content in candidates if r.id in marked],
-                    execution_options={"synchronize_session": False})
+    marked = {row.id for row in bulk_update(
+        session, deliveries, [{"id": r.id, "content": content} for r, _, content in candidates],
+        where=deliveries.c.status == S.PENDING,
+        values={"status": S.SENDING, "sending_at": now, "attempts": deliveries.c.attempts + 1, "updated_at": now},
+        returning=(deliveries.c.id,))}
     base = provider.get("public_base_url") or tconfig.current().public_base_url
     messages, owners = [], []
     for r, user, content in candidates:
@@ -328,22 +313,11 @@ def _record(session, campaign: Campaign, outcomes: dict[int, Outcome], dead_toke
     sent = [o for o in outcomes.values() if o.status == S.SENT]
     failed = [o for o in outcomes.values() if o.status == S.FAILED]
     retry = [o for o in outcomes.values() if o.status == S.PENDING]
-    if sent:
-        session.execute(
-            sa.update(deliveries)
-            .where(deliveries.c.id == sa.bindparam("_id"), _status_in(allowed_from(S.SENT)))
-            .values(status=S.SENT, provider_id=sa.func.coalesce(deliveries.c.provider_id, sa.bindparam("pid")),
-                    sent_at=now, updated_at=now),
-            [{"_id": o.delivery_id, "pid": o.provider_id} for o in sent],
-            execution_options={"synchronize_session": False})
-    if failed:
-        session.execute(
-            sa.update(deliveries)
-            .where(deliveries.c.id == sa.bindparam("_id"), _status_in(allowed_from(S.FAILED)))
-            .values(status=S.FAILED, reason=sa.bindparam("reason"), error=sa.bindparam("error"),
-                    failed_at=now, updated_at=now),
-            [{"_id": o.delivery_id, "reason": o.reason, "error": o.error} for o in failed],
-            execution_options={"synchronize_session": False})
+    # A receipt may have arrived first (and moved it on): these only move forward.
+    bulk_update(session, deliveries, [{"id": o.delivery_id, "provider_id": o.provider_id} for o in sent],
+                where=_status_in(allowed_from(S.SENT)), values={"status": S.SENT, "sent_at": now, "updated_at": now})
+    bulk_update(session, deliveries, [{"id": o.delivery_id, "reason": o.reason, "error": o.error} for o in failed],
+                where=_status_in(allowed_from(S.FAILED)), values={"status": S.FAILED, "failed_at": now, "updated_at": now})
     if retry:
         attempts = dict(session.execute(sa.select(deliveries.c.id, deliveries.c.attempts)
                                         .where(deliveries.c.id.in_([o.delivery_id for o in retry]))).all())
@@ -352,16 +326,11 @@ def _record(session, campaign: Campaign, outcomes: dict[int, Outcome], dead_toke
             n = attempts.get(o.delivery_id, 1)
             wait = max(o.retry_after or 0, (RETRY_BASE * 2 ** (n - 1)).total_seconds())
             gave_up = n >= MAX_ATTEMPTS
-            rows.append({"_id": o.delivery_id, "status": S.FAILED if gave_up else S.PENDING,
+            rows.append({"id": o.delivery_id, "status": S.FAILED if gave_up else S.PENDING,
                          "reason": "gave_up" if gave_up else o.reason, "error": o.error,
                          "send_after": now + dt.timedelta(seconds=wait), "failed_at": now if gave_up else None})
-        session.execute(
-            sa.update(deliveries)
-            .where(deliveries.c.id == sa.bindparam("_id"), deliveries.c.status == S.SENDING)
-            .values(status=sa.bindparam("status"), reason=sa.bindparam("reason"), error=sa.bindparam("error"),
-                    send_after=sa.bindparam("send_after"), failed_at=sa.bindparam("failed_at"), batch_id=None,
-                    updated_at=now),
-            rows, execution_options={"synchronize_session": False})
+        bulk_update(session, deliveries, rows, where=deliveries.c.status == S.SENDING,
+                    values={"batch_id": None, "updated_at": now})
     not_sent = [o for o in outcomes.values() if o.status != S.SENT and o.delivery_id in reserved]
     if not_sent:
         throttle.release(queues.connection(), campaign.app_id, [reserved[o.delivery_id] for o in not_sent],

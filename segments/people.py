@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from segments.models import Device, Event, SmsOptOut, User
 from segments.versions import version_key
-from tidings.db import insert_for, utcnow
+from tidings.db import bulk_insert, bulk_update, utcnow
 from tidings.errors import NotFoundError
 
 PROFILE_FIELDS = ("phone", "language", "timezone", "country", "region", "city", "lat", "lon",
@@ -92,8 +92,8 @@ def upsert_users(session: Session, app_id: int, changes: Iterable[tuple[str, dic
         row["attributes"] = _merge_attributes({}, data.get("attributes"))
         new_rows.append(row)
     if new_rows:
-        stmt = insert_for(session, users).on_conflict_do_nothing(index_elements=["app_id", "external_id"])
-        inserted = session.execute(stmt.returning(users.c.id, users.c.external_id), new_rows).all()
+        inserted = bulk_insert(session, users, new_rows, conflict=["app_id", "external_id"],
+                               returning=(users.c.id, users.c.external_id))
         for row in inserted:
             result[row.external_id] = (row.id, True)
         lost = [r["external_id"] for r in new_rows if r["external_id"] not in result]
@@ -105,13 +105,10 @@ def upsert_users(session: Session, app_id: int, changes: Iterable[tuple[str, dic
         data = folded[external_id]
         values = {f: data.get(f, getattr(row, f)) for f in PROFILE_FIELDS}
         values["attributes"] = _merge_attributes(row.attributes, data.get("attributes"))
-        values["_id"] = row.id
+        values["id"] = row.id
         updates.append(values)
         result[external_id] = (row.id, False)
-    if updates:
-        stmt = (sa.update(users).where(users.c.id == sa.bindparam("_id"))
-                .values({**{f: sa.bindparam(f) for f in (*PROFILE_FIELDS, "attributes")}, "updated_at": now}))
-        session.execute(stmt, updates, execution_options={"synchronize_session": False})
+    bulk_update(session, users, updates, values={"updated_at": now})
 
     device_changes = [(result[ext][0], d) for ext, data in folded.items() for d in data.get("devices", ())]
     if device_changes:
@@ -145,20 +142,11 @@ def upsert_devices(session: Session, app_id: int, changes: Sequence[tuple[int, d
         if old is None:
             inserts.append({**values, "app_id": app_id, "device_id": data["id"], "created_at": now, "updated_at": now})
         else:
-            updates.append({**values, "_id": old.id})
-    if updates:
-        cols = (*DEVICE_FIELDS, "os_version_key", "app_version_key", "user_id", "push_token_valid")
-        stmt = (sa.update(devices).where(devices.c.id == sa.bindparam("_id"))
-                .values({**{c: sa.bindparam(c) for c in cols}, "updated_at": now}))
-        session.execute(stmt, updates, execution_options={"synchronize_session": False})
-    if inserts:
-        stmt = insert_for(session, devices)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["app_id", "device_id"],
-            set_={c: stmt.excluded[c] for c in (*DEVICE_FIELDS, "os_version_key", "app_version_key",
-                                                 "user_id", "push_token_valid", "updated_at")},
-        )
-        session.execute(stmt, inserts)
+            updates.append({**values, "id": old.id})
+    bulk_update(session, devices, updates, values={"updated_at": now})
+    # A device created meanwhile by a concurrent request is updated instead (DO UPDATE).
+    bulk_insert(session, devices, inserts, conflict=["app_id", "device_id"],
+                update=[*DEVICE_FIELDS, "os_version_key", "app_version_key", "user_id", "push_token_valid", "updated_at"])
 
 
 def ensure_users(session: Session, app_id: int, external_ids: Iterable[str],
@@ -172,11 +160,10 @@ def ensure_users(session: Session, app_id: int, external_ids: Iterable[str],
     ).all())
     missing = [e for e in wanted if e not in found]
     if missing:
-        stmt = insert_for(session, users).on_conflict_do_nothing(index_elements=["app_id", "external_id"])
-        session.execute(stmt, [
+        bulk_insert(session, users, [
             {"app_id": app_id, "external_id": e, "attributes": {}, "created_at": now, "updated_at": now,
              **USER_DEFAULTS} for e in missing
-        ])
+        ], conflict=["app_id", "external_id"])
         found.update(session.execute(
             sa.select(users.c.external_id, users.c.id)
             .where(users.c.app_id == app_id, users.c.external_id.in_(missing))
@@ -206,20 +193,15 @@ def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.
         })
     if not rows:
         return []
-    stmt = insert_for(session, events).on_conflict_do_nothing(index_elements=["app_id", "client_event_id"])
-    stored = [row._asdict() for row in session.execute(
-        stmt.returning(events.c.id, events.c.user_id, events.c.name, events.c.time), rows)]
+    stored = [row._asdict() for row in bulk_insert(
+        session, events, rows, conflict=["app_id", "client_event_id"],
+        returning=(events.c.id, events.c.user_id, events.c.name, events.c.time))]
     newest: dict[int, dt.datetime] = {}
     for r in stored:
         if r["user_id"] not in newest or r["time"] > newest[r["user_id"]]:
             newest[r["user_id"]] = r["time"]
-    if newest:
-        stmt = (sa.update(users)
-                .where(users.c.id == sa.bindparam("_id"),
-                       sa.or_(users.c.last_seen_at.is_(None), users.c.last_seen_at < sa.bindparam("_t")))
-                .values(last_seen_at=sa.bindparam("_t")))
-        session.execute(stmt, [{"_id": uid, "_t": t} for uid, t in sorted(newest.items())],
-                        execution_options={"synchronize_session": False})
+    bulk_update(session, users, [{"id": uid, "last_seen_at": t} for uid, t in sorted(newest.items())],
+                where=lambda v: sa.or_(users.c.last_seen_at.is_(None), users.c.last_seen_at < v.c.last_seen_at))
     return stored
 
 

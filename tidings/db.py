@@ -127,3 +127,80 @@ def insert_for(session_or_conn, table: sa.Table):
     from sqlalchemy.dialects import sqlite
 
     return sqlite.insert(table)
+
+
+def _array_params(table: sa.Table, rows: list[dict], columns: list[str]) -> list:
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return [sa.func.unnest(sa.bindparam(f"_a_{c}", [r[c] for r in rows], type_=ARRAY(table.c[c].type))).label(c)
+            for c in columns]
+
+
+def bulk_insert(session: Session, table: sa.Table, rows: list[dict], *, conflict: list[str] | None = None,
+                returning: tuple = (), update: list[str] | None = None):
+    """Insert many rows in ONE statement, optionally ON CONFLICT DO NOTHING / DO UPDATE, RETURNING.
+
+    On PostgreSQL the rows travel as one array per column (`INSERT ... SELECT unnest(...)`):
+    constant SQL text whatever the row count, where a multi-row VALUES list costs the driver a
+    parse of thousands of placeholders. SQLite (the embedded default) uses executemany.
+    Returns the RETURNING rows (a list), or None without `returning`.
+    """
+    if not rows:
+        return [] if returning else None
+    columns = list(rows[0])
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).from_select(columns, sa.select(*_array_params(table, rows, columns)))
+    else:
+        stmt = insert_for(session, table)
+    if conflict and update:
+        stmt = stmt.on_conflict_do_update(index_elements=conflict, set_={c: stmt.excluded[c] for c in update})
+    elif conflict:
+        stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
+    if returning:
+        stmt = stmt.returning(*returning)
+    if dialect == "postgresql":
+        result = session.execute(stmt)
+    else:
+        result = session.execute(stmt, rows)
+    return result.all() if returning else None
+
+
+def bulk_update(session: Session, table: sa.Table, rows: list[dict], *, key: str = "id",
+                where=None, values=None, returning: tuple = ()):
+    """Update many rows by `key`, each with its own values, in ONE statement on PostgreSQL.
+
+    `rows` are dicts holding `key` and the columns to set. `values` (a dict, or a function of the
+    per-row source `v` returning one) adds columns set on every row, e.g. `updated_at`; `where`
+    (an expression, or a function of `v`) adds a condition, e.g. on the current status. On
+    SQLite (the embedded default) it runs row by row. Returns the RETURNING rows (a list).
+    """
+    if not rows:
+        return []
+    columns = [c for c in rows[0] if c != key]
+    if session.get_bind().dialect.name == "postgresql":
+        v = sa.select(*_array_params(table, rows, [key, *columns])).subquery("v")
+        extra_values = values(v) if callable(values) else (values or {})
+        stmt = (sa.update(table).where(table.c[key] == v.c[key])
+                .values({**{c: v.c[c] for c in columns}, **extra_values}))
+        condition = where(v) if callable(where) else where
+        if condition is not None:
+            stmt = stmt.where(condition)
+        if returning:
+            stmt = stmt.returning(*returning)
+        result = session.execute(stmt, execution_options={"synchronize_session": False})
+        return result.all() if returning else []
+    out = []
+    for row in rows:
+        v = sa.select(*(sa.literal(row[c], table.c[c].type).label(c) for c in [key, *columns])).subquery("v")
+        extra_values = values(v) if callable(values) else (values or {})
+        stmt = (sa.update(table).where(table.c[key] == row[key])
+                .values({**{c: row[c] for c in columns}, **extra_values}))
+        condition = where(v) if callable(where) else where
+        if condition is not None:
+            stmt = stmt.where(condition)
+        if returning:
+            out += session.execute(stmt.returning(*returning), execution_options={"synchronize_session": False}).all()
+        else:
+            session.execute(stmt, execution_options={"synchronize_session": False})
+    return out
