@@ -7,7 +7,7 @@ runs before the view, so a hidden form posted by hand is refused all the same (4
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 from urllib.parse import urlsplit
 
@@ -117,6 +117,12 @@ def _load_apps() -> None:
 @bp.app_template_global()
 def ui_can(minimum: str) -> bool:
     return can(minimum)
+
+
+@bp.app_template_filter("json_text")
+def json_text(value) -> str:
+    """JSON for reading (autoescaped like any text), unlike `tojson`, which is for <script>."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 @bp.after_request
