@@ -564,7 +564,10 @@ def explain(session, stmt, path: str, analyze: bool = True) -> str:
     compiled = stmt.compile(dialect=postgresql.psycopg.dialect())
     conn = session.connection()
     how = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "  # no ANALYZE for a timed-out query
-    rows = conn.exec_driver_sql(how + str(compiled), compiled.params).all()
+    from psycopg.types.json import Jsonb
+
+    params = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in compiled.params.items()}
+    rows = conn.exec_driver_sql(how + str(compiled), params).all()
     plan = "\n".join(r[0] for r in rows)
     with open(path, "w") as fh:
         fh.write(str(compiled) + "\n\n" + json.dumps(compiled.params, default=str) + "\n\n" + plan + "\n")
