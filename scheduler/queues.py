@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import fakeredis
 import redis
-from rq import Queue, SimpleWorker
+from rq import Callback, Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
@@ -63,8 +63,14 @@ def all_queues() -> list[Queue]:
     return [get_queue(name) for name in QueueName]
 
 
-def enqueue(name: QueueName, func: str | Callable, *args, job_id: str | None = None, **options):
-    """Queue a job by dotted path; arguments must be ids and primitives (JSON serializer)."""
+def enqueue(name: QueueName, func: str | Callable, *args, job_id: str | None = None,
+            on_failure: str | None = None, **options):
+    """Queue a job by dotted path; arguments must be ids and primitives (JSON serializer).
+
+    `on_failure`: dotted path of a function RQ calls when the job raises.
+    """
+    if on_failure:
+        options["on_failure"] = Callback(on_failure)
     return get_queue(name).enqueue(func, *args, job_id=job_id, **options)
 
 

@@ -33,6 +33,7 @@ def requeue_stuck_imports(session: Session, now: dt.datetime | None = None) -> l
     ))
     for import_id in stale:
         job_id = f"import-{import_id}-{int(now.timestamp())}"
-        enqueue(QueueName.IMPORTS, imports.JOB, import_id, job_id=job_id, job_timeout=3600)
+        enqueue(QueueName.IMPORTS, imports.JOB, import_id, job_id=job_id, job_timeout=3600,
+                on_failure=imports.FAILED)
         log.info("re-queued import %s", import_id)
     return stale

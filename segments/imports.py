@@ -27,6 +27,7 @@ PROFILE_COLUMNS = ("phone", "language", "timezone", "country", "region", "city",
 CHUNK = 1000
 MAX_REPORTED_ERRORS = 1000
 JOB = "segments.imports.run_import"
+FAILED = "segments.imports.mark_failed"
 
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
 _FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+")
@@ -188,3 +189,15 @@ def _first(exc: ValidationError) -> tuple[str, str]:
             value = next(iter(value.values()))
         return str(field), value[0] if isinstance(value, list) else str(value)
     return "row", messages[0] if isinstance(messages, list) else str(messages)
+
+
+def mark_failed(job, connection, exc_type, exc_value, traceback) -> None:
+    """RQ failure callback: the import failed on an unexpected error; say so instead of hanging."""
+    import_id = job.args[0]
+    with session_scope() as session:
+        imp = session.get(UserImport, import_id, with_for_update=True)
+        if imp is not None and imp.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
+            imp.status = ImportStatus.FAILED
+            imp.finished_at = utcnow()
+            imp.message = f"the import stopped on an internal error ({exc_type.__name__}); rows up to " \
+                          f"{imp.processed_rows} were imported"

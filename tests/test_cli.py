@@ -52,3 +52,14 @@ def test_sqlite_default_upgrade_and_demo(tmp_path):
 def test_worker_needs_redis(tmp_path):
     proc = tidings("worker", "--burst", env={"REDIS_URL": "", "TIDINGS_INSTANCE_PATH": str(tmp_path)}, check=False)
     assert proc.returncode == 2 and "REDIS_URL" in proc.stderr
+
+
+def test_worker_process_runs_an_import_job(pg_env, redis_url, redis_conn, client, api):
+    """A plain `tidings worker --burst` (a fresh process) can run every job, e.g. a CSV import."""
+    import io
+
+    r = api.post("/imports/users", data={"file": (io.BytesIO(b"external_id,country\nw1,US\n"), "u.csv")},
+                 content_type="multipart/form-data")
+    assert r.status_code == 202
+    tidings("worker", "--burst", env={**pg_env, "REDIS_URL": redis_url})
+    assert api.get(f"/imports/{r.json['id']}").json["status"] == "finished"

@@ -34,6 +34,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    import tidings.schema  # noqa: F401  (every model, so foreign keys resolve)
+
     db.configure(settings.database_url)
     queues.configure(settings.redis_url)
     tconfig.set_current(settings)

@@ -21,10 +21,9 @@ def _settings():
 
 def _init(settings=None):
     """Configure the process-wide engine and queues without building the web app."""
+    import tidings.schema  # noqa: F401  (every model, so foreign keys resolve in jobs)
     from scheduler import queues
-    from tidings import db
-
-    from tidings import config
+    from tidings import config, db
 
     settings = settings or _settings()
     db.configure(settings.database_url)

@@ -77,3 +77,14 @@ def test_import_job_is_idempotent_and_resumes(api, run_jobs, monkeypatch):
 def test_other_apps_import_is_404(api, other_api):
     r = upload(api, "external_id\nx\n")
     assert other_api.get(f"/imports/{r.json['id']}").status_code == 404
+
+
+def test_an_import_whose_job_crashes_is_marked_failed(api, run_jobs, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(imports, "upsert_users", boom)
+    r = upload(api, "external_id\nx\n")
+    run_jobs()
+    report = api.get(f"/imports/{r.json['id']}").json
+    assert report["status"] == "failed"

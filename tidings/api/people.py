@@ -109,7 +109,7 @@ def import_json(imp: UserImport) -> dict:
         "id": imp.id, "status": imp.status, "filename": imp.filename,
         "total_rows": imp.total_rows, "processed_rows": imp.processed_rows,
         "imported_rows": imp.imported_rows, "error_count": imp.error_count,
-        "errors": imp.errors or [], "created_at": iso(imp.created_at),
+        "errors": imp.errors or [], "message": imp.message, "created_at": iso(imp.created_at),
         "started_at": iso(imp.started_at), "finished_at": iso(imp.finished_at),
     }
 
@@ -126,7 +126,7 @@ def import_users():
                      errors=[])
     session.add(imp)
     session.commit()  # commit before enqueueing, or the worker races the row
-    enqueue(QueueName.IMPORTS, imports.JOB, imp.id, job_timeout=3600)
+    enqueue(QueueName.IMPORTS, imports.JOB, imp.id, job_timeout=3600, on_failure=imports.FAILED)
     return jsonify(import_json(imp)), 202
 
 
