@@ -267,20 +267,20 @@ def p_text(p: float | None) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def target_label(segment: str | None) -> str:
-    """How a target reads in a sentence: its saved segment's name, its query, or "everyone else"."""
+def target_label(segment: str | None, first: bool = False) -> str:
+    """How a target reads in a sentence: its saved segment's name, its query, or "everyone (else)"."""
     if not segment:
-        return "everyone else"
+        return "everyone" if first else "everyone else"
     text = segment.strip()
     if text.startswith('segment("') and text.endswith('")') and text.count('"') == 2:
         return text[len('segment("'):-2]
     return text
 
 
-def verdicts(target: dict) -> list[dict]:
+def verdicts(target: dict, first: bool = False) -> list[dict]:
     """Plain sentences about one target: each variant against control, and the best variant
     against each other one ("B beats A for Gold users, p = 0.003"); significant at p < 0.05."""
-    who = target_label(target["segment"])
+    who = target_label(target["segment"], first)
     out = []
     control = target["control"]
     ranked = sorted((v for v in target["variants"] if v["conversion_rate"] is not None),
@@ -308,9 +308,9 @@ def _sentence(a: str, b: str, diff: float, p: float | None, who: str) -> dict:
 
 def results_context(s, c: Campaign) -> dict:
     data = reports.report(s, c)
-    for t in data["targets"]:
-        t["label"] = target_label(t["segment"])
-        t["verdicts"] = verdicts(t)
+    for i, t in enumerate(data["targets"]):
+        t["label"] = target_label(t["segment"], first=i == 0)
+        t["verdicts"] = verdicts(t, first=i == 0)
     return {"c": c, "report": data, "progress": progress(s, c)}
 
 

@@ -426,6 +426,11 @@
   $("pv-variant").addEventListener("change", preview);
   $("pv-user").addEventListener("keydown", function (ev) { if (ev.key === "Enter") { ev.preventDefault(); preview(); } });
   form.addEventListener("input", function (ev) {
+    if (ev.target.getAttribute("aria-invalid")) {  // the field is being fixed: drop its stale error
+      var old = document.getElementById(ev.target.getAttribute("aria-describedby"));
+      if (old && old.classList.contains("js-err")) old.remove();
+      ev.target.removeAttribute("aria-invalid");
+    }
     if (ev.target.getAttribute("data-key") === "name") refreshVariantChoices();
     if (ev.target.id !== "pv-user") schedulePreview();
   });
