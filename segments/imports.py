@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from marshmallow import ValidationError
 
+from segments import fastpath
 from segments.models import ImportStatus, UserImport
 from segments.people import upsert_users
 from segments.schemas import ATTRIBUTE_NAME, UserFieldsSchema
@@ -139,7 +140,8 @@ def run_import(import_id: int) -> None:
         for line, row in chunk:
             try:
                 external_id, fields = row_to_fields(header, row)
-                good.append((external_id, schema.load(fields)))
+                loaded = fastpath.user_fields(fields)
+                good.append((external_id, loaded if loaded is not None else schema.load(fields)))
             except ValidationError as exc:
                 field, message = _first(exc)
                 bad.append({"line": line, "field": field, "message": message})

@@ -57,6 +57,12 @@ class StrictFloat(fields.Float):
         return float(value)
 
 
+def parse_iso(value: str) -> dt.datetime:
+    """ISO-8601 (a trailing Z allowed); a time without offset is taken as UTC. ValueError if not."""
+    parsed = dt.datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
 class AwareDateTime(fields.DateTime):
     """ISO-8601; a time without offset is taken as UTC."""
 
@@ -64,10 +70,9 @@ class AwareDateTime(fields.DateTime):
         if not isinstance(value, str):
             raise ValidationError("must be an ISO-8601 date-time string")
         try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+            return parse_iso(value)
         except ValueError:
             raise ValidationError("not an ISO-8601 date-time") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _attributes(value: dict) -> None:

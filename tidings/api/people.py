@@ -6,7 +6,7 @@ from flask import jsonify, request
 
 from scheduler import triggers
 from scheduler.queues import QueueName, enqueue
-from segments import imports, people
+from segments import fastpath, imports, people
 from segments.models import UserImport
 from segments.schemas import EventsBatchSchema, UserFieldsSchema, UsersBatchSchema
 from segments.service import segments_of_user
@@ -58,7 +58,9 @@ def put_user(external_id: str):
                 f"a client key may not set {' or '.join(named)}: SMS numbers and consent come from your server",
                 {"fields": named},
             )
-    data = load(UserFieldsSchema(), body)
+    data = fastpath.user_fields(body)
+    if data is None:
+        data = load(UserFieldsSchema(), body)
     session = db_session()
     app_id = caller().app_id
     (_, created), = people.upsert_users(session, app_id, [(external_id, data)]).values()
@@ -69,9 +71,12 @@ def put_user(external_id: str):
 
 @bp.post("/users/batch")
 def batch_users():
-    data = load(UsersBatchSchema())
+    body = json_body()
+    users = fastpath.users_batch(body)
+    if users is None:
+        users = load(UsersBatchSchema(), body)["users"]
     session = db_session()
-    items = [(u.pop("external_id"), u) for u in data["users"]]
+    items = [(u.pop("external_id"), u) for u in users]
     result = people.upsert_users(session, caller().app_id, items)
     session.commit()
     created = sum(1 for _, was_created in result.values() if was_created)
@@ -96,12 +101,15 @@ def delete_user(external_id: str):
 @bp.post("/events")
 @client_allowed
 def post_events():
-    data = load(EventsBatchSchema())
+    body = json_body()
+    batch = fastpath.events_batch(body)
+    if batch is None:
+        batch = load(EventsBatchSchema(), body)["events"]
     session = db_session()
-    stored = people.ingest_events(session, caller().app_id, data["events"])
+    stored = people.ingest_events(session, caller().app_id, batch)
     triggers.on_events(session, caller().app_id, stored)
     session.commit()
-    return jsonify({"accepted": len(data["events"])}), 202
+    return jsonify({"accepted": len(batch)}), 202
 
 
 def import_json(imp: UserImport) -> dict:
