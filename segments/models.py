@@ -66,6 +66,10 @@ class Device(Base):
     __table_args__ = (
         sa.UniqueConstraint("app_id", "device_id"),
         sa.Index("ix_devices_user", "user_id"),
+        # Device conditions of the segment language, answered by index-only scans.
+        sa.Index("ix_devices_app_platform_user", "app_id", "platform", "user_id"),
+        sa.Index("ix_devices_app_app_version_user", "app_id", "app_version_key", "user_id"),
+        sa.Index("ix_devices_app_os_version_user", "app_id", "os_version_key", "user_id"),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
@@ -93,7 +97,10 @@ class Event(Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        sa.UniqueConstraint("app_id", "client_event_id"),
+        # Only events sent with an id need deduplicating; most have none, so a partial index.
+        sa.Index("uq_events_app_client_event_id", "app_id", "client_event_id", unique=True,
+                 postgresql_where=sa.text("client_event_id IS NOT NULL"),
+                 sqlite_where=sa.text("client_event_id IS NOT NULL")),
         # "did X [>= n times] [in last d]" over the whole audience: an index-only scan.
         sa.Index("ix_events_app_name_time_user", "app_id", "name", "time", "user_id"),
         # One user's history (profile page, in-memory evaluation, erase).

@@ -195,6 +195,7 @@ def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.
         return []
     stored = [row._asdict() for row in bulk_insert(
         session, events, rows, conflict=["app_id", "client_event_id"],
+        conflict_where=events.c.client_event_id.is_not(None),
         returning=(events.c.id, events.c.user_id, events.c.name, events.c.time))]
     newest: dict[int, dt.datetime] = {}
     for r in stored:
