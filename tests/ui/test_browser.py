@@ -153,9 +153,11 @@ def test_a_marketer_segments_builds_launches_and_watches_an_sms_campaign(live, b
     shot(page, "04-segment-count")
     page.get_by_role("button", name="Save segment").click()
     page.wait_for_url(re.compile(r"/segments/\d+$"))
-    assert "Users now" in page.content()
+    page.wait_for_function("() => document.querySelector('[data-churn=users]').textContent === '10'")
 
     # An SMS campaign with two variants, previewed for one user, saved, launched.
+    page.get_by_role("link", name="Segments").first.click()
+    page.wait_for_function("() => document.querySelector('[data-size-url]').dataset.count === '10'")
     page.get_by_role("link", name="Campaigns").first.click()
     page.get_by_role("link", name="New campaign").click()
     page.locator("#c-name").fill("Spring SMS")

@@ -16,11 +16,13 @@ def people(ui_api):
 
 
 def test_the_list_shows_each_segment_with_its_size(marketer, ui_api, people):
-    ui_api.post("/segments", json={"name": "French", "query": 'country = "FR"'})
-    ui_api.post("/segments", json={"name": "Gold", "query": 'attr.tier = "gold"', "description": "top tier"})
+    fr = ui_api.post("/segments", json={"name": "French", "query": 'country = "FR"'}).json
+    gold = ui_api.post("/segments", json={"name": "Gold", "query": 'attr.tier = "gold"', "description": "top tier"}).json
     page = marketer.text("/segments")
-    assert re.search(r"French</a>.*?<td class=\"num\">5</td>", page, re.S)
-    assert re.search(r"Gold</a>.*?top tier.*?<td class=\"num\">3</td>", page, re.S)
+    assert re.search(rf'French</a>.*?data-size-url="/segments/{fr["id"]}/size.json"', page, re.S)
+    assert re.search(rf'Gold</a>.*?top tier.*?data-size-url="/segments/{gold["id"]}/size.json"', page, re.S)
+    assert marketer.get(f"/segments/{fr['id']}/size.json").json == {"id": fr["id"], "count": 5}
+    assert marketer.get(f"/segments/{gold['id']}/size.json").json["count"] == 3
 
 
 def test_a_marketer_writes_and_saves_a_segment(marketer, people):
@@ -28,7 +30,10 @@ def test_a_marketer_writes_and_saves_a_segment(marketer, people):
                                          "description": ""})
     assert r.status_code == 302
     page = marketer.text(r.headers["Location"])
-    assert "US gold" in page and "Users now</dt><dd>2</dd>" in page
+    assert "US gold" in page and 'data-churn="users"' in page
+    churn = marketer.get(r.headers["Location"] + "/churn.json").json
+    assert churn["users"] == 2 and churn["inactive_days"] == 30
+    assert marketer.get(r.headers["Location"] + "/churn.json?inactive_days=0").status_code == 422
     assert "US gold" in marketer.text("/segments")
 
 

@@ -26,24 +26,36 @@ def segment_size(session, app_id: int, segment) -> int | None:
 
 @bp.get("/segments")
 def segments():
+    # Sizes arrive from size.json after the page: counting a segment of a million people takes
+    # longer than a page may (300 ms), and the list should not wait for the slowest segment.
+    return render_template("segments/list.html", rows=service.list_segments(db_session(), current_app_id()))
+
+
+@bp.get("/segments/<int:segment_id>/size.json")
+def segment_size_json(segment_id: int):
     s = db_session()
     app_id = current_app_id()
-    rows = [(seg, segment_size(s, app_id, seg)) for seg in service.list_segments(s, app_id)]
-    return render_template("segments/list.html", rows=rows)
+    return jsonify({"id": segment_id, "count": segment_size(s, app_id, service.get_segment(s, app_id, segment_id))})
+
+
+@bp.get("/segments/<int:segment_id>/churn.json")
+def segment_churn_json(segment_id: int):
+    s = db_session()
+    app_id = current_app_id()
+    segment = service.get_segment(s, app_id, segment_id)
+    raw = request.args.get("inactive_days", "30")
+    days = int(raw) if raw.isdigit() else 0
+    if not 1 <= days <= 3650:
+        abort(422, "inactive_days must be a whole number of days from 1 to 3650")
+    return jsonify(service.churn(s, app_id, segment, days))
 
 
 def _editor(form: SegmentForm, segment=None, error: TidingsError | None = None, status: int = 200):
     s = db_session()
     app_id = current_app_id()
     names = [seg.name for seg in service.list_segments(s, app_id) if segment is None or seg.id != segment.id]
-    churn = None
-    if segment is not None and error is None:
-        try:
-            churn = service.churn(s, app_id, segment, 30)
-        except QueryError:
-            churn = None
     position = error.details.get("position") if error is not None else None
-    return render_template("segments/edit.html", form=form, segment=segment, churn=churn, confirm=ConfirmForm(),
+    return render_template("segments/edit.html", form=form, segment=segment, confirm=ConfirmForm(),
                            builder={"fields": {k: str(v) for k, v in FIELDS.items()}, "segments": names},
                            error=error, position=position), status
 

@@ -70,6 +70,19 @@
   area.addEventListener("scroll", function () { mirror.scrollTop = area.scrollTop; });
   if (!status.querySelector(".problem")) check();  // else keep the server's underline until the next edit
 
+  /* ---- the saved segment's activity, after the page ---- */
+  var churn = document.getElementById("churn");
+  if (churn) {
+    T.getJSON(churn.getAttribute("data-url")).then(function (r) {
+      function put(k, text) { churn.querySelector('[data-churn="' + k + '"]').textContent = text; }
+      if (!r.ok) { ["users", "active", "churned"].forEach(function (k) { put(k, "—"); }); return; }
+      var d = r.data;
+      put("users", d.users.toLocaleString("en-US"));
+      put("active", d.active.toLocaleString("en-US"));
+      put("churned", d.churned.toLocaleString("en-US") + (d.churn_rate === null ? "" : " (" + (d.churn_rate * 100).toFixed(1) + "%)"));
+    }).catch(function () {});
+  }
+
   /* ---- builder -------------------------------------------------------------------------- */
   var dataEl = document.getElementById("builder-data");
   if (!dataEl) return;
