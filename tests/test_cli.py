@@ -45,6 +45,14 @@ def test_sqlite_default_upgrade_and_demo(tmp_path):
     tidings("db", "upgrade", env=env)
     out = json.loads(tidings("demo", "--users", "150", env=env).stdout)
     assert out["created"] and out["server_key"] and (tmp_path / "tidings.sqlite").exists()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "tidings.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM segments").fetchone()[0] >= 5
+        assert conn.execute("SELECT count(*) FROM hooks").fetchone()[0] >= 3
+        statuses = dict(conn.execute("SELECT channel, status FROM campaigns").fetchall())
+        assert statuses["inapp"] == statuses["config"] == "running" and {"sms", "push"} <= set(statuses)
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] > 100
     again = json.loads(tidings("demo", "--users", "150", env=env).stdout)
     assert not again["created"] and again["server_key"] != out["server_key"]
 

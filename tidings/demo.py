@@ -8,7 +8,10 @@ import random
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from campaigns import hooks
+from campaigns import service as campaigns
 from segments import people, service
+from tidings.config import current
 from tidings.accounts import create_account
 from tidings.apps import create_app_record
 from tidings.models import Account, App, KeyKind
@@ -81,6 +84,59 @@ def load_demo(session: Session, users: int = 2000, seed: int = 7) -> dict:
         people.ingest_events(session, app.id, batch_events[start:start + 1000], now)
     for name, query, description in SEGMENTS:
         service.create_segment(session, app.id, name, query, description)
+    load_campaigns(session, app.id)
     if session.scalar(sa.select(Account.id).where(Account.email == DEMO_LOGIN[0])) is None:
         create_account(session, DEMO_LOGIN[0], "admin", DEMO_LOGIN[1])
     return {"app_id": app.id, "server_key": server_key, "client_key": client_key, "created": True}
+
+
+HOOKS = [
+    ("discount_percent", "number", 0, "Checkout discount shown to this user"),
+    ("home_banner", "string", "Welcome back!", "Text of the home screen banner"),
+    ("new_checkout", "boolean", False, "Use the new checkout flow"),
+]
+CAMPAIGNS = [
+    ({"name": "Welcome card", "channel": "inapp",
+      "targets": [
+          {"segment": 'segment("Gold members")', "control_percent": 10, "variants": [
+              {"name": "Gold", "weight": 1, "content": {
+                  "layout": "card", "title": "Hello {{ user.first_name }}, thanks for being Gold",
+                  "body": "Free shipping all week.", "buttons": [{"label": "Shop", "action": "app://shop"}],
+                  "expires_hours": 72}}]},
+          {"segment": None, "control_percent": 10, "variants": [
+              {"name": "A", "weight": 50, "content": {"layout": "banner", "title": "Hi {{ user.first_name }}!"}},
+              {"name": "B", "weight": 50, "content": {"layout": "modal", "title": "New arrivals",
+                                                      "body": "Take a look, {{ user.first_name }}."}}]}],
+      "conversion": {"event": "purchase", "window_hours": 72}}, True),
+    ({"name": "Discounts by tier", "channel": "config",
+      "targets": [
+          {"segment": 'segment("Lapsed gold")', "control_percent": 20, "variants": [
+              {"name": "Ten", "weight": 1, "content": {"hooks": {"discount_percent": 10, "home_banner": "We miss you, {{ user.first_name }}"}}},
+              {"name": "Twenty", "weight": 1, "content": {"hooks": {"discount_percent": 20}}}]},
+          {"segment": 'segment("iOS on the new app")', "control_percent": 50, "variants": [
+              {"name": "New checkout", "weight": 1, "content": {"hooks": {"new_checkout": True}}}]}],
+      "conversion": {"event": "purchase", "window_hours": 168}}, True),
+    ({"name": "Spring sale SMS", "channel": "sms", "audience": "sms_opt_in = true",
+      "targets": [{"segment": 'segment("Big spenders")', "control_percent": 10, "variants": [
+          {"name": "A", "weight": 50, "content": {"body": "{{ user.first_name | default('Hi') }}, 20% off for you today!"}},
+          {"name": "B", "weight": 50, "content": {"body": "Spring sale: 20% off everything until Sunday."}}]}],
+      "conversion": {"event": "purchase", "window_hours": 72},
+      "schedule": {"type": "recurring", "cron": "0 10 * * 1"}, "local_time": True,
+      "frequency_cap": {"max": 2, "per_hours": 24}}, False),
+    ({"name": "Cart reminder push", "channel": "push",
+      "targets": [{"segment": None, "control_percent": 10, "variants": [
+          {"name": "A", "weight": 1, "content": {"title": "Still thinking?", "body": "Your cart is waiting, {{ user.first_name }}.",
+                                                  "data": {"screen": "cart"}}}]}],
+      "conversion": {"event": "purchase", "window_hours": 24},
+      "schedule": {"type": "triggered", "event": "add_to_cart", "delay_minutes": 30}}, False),
+]
+
+
+def load_campaigns(session: Session, app_id: int) -> None:
+    """Hooks, two running pulled campaigns, and SMS/push drafts (they need provider settings)."""
+    for key, kind, default, description in HOOKS:
+        hooks.create_hook(session, app_id, key, kind, default, description)
+    for definition, launch in CAMPAIGNS:
+        campaign = campaigns.create_campaign(session, app_id, definition)
+        if launch:
+            campaigns.launch(session, campaign, current())
