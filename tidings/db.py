@@ -79,8 +79,9 @@ def configure(url: str, **engine_kwargs) -> sa.Engine:
         engine_kwargs.setdefault("pool_size", 10)
         engine_kwargs.setdefault("max_overflow", 20)
         engine_kwargs.setdefault("pool_pre_ping", True)
-        # JIT compiling costs 100-300 ms on segment counts and buys nothing at our row counts.
-        engine_kwargs.setdefault("connect_args", {"options": "-c jit=off"})
+        # JIT compiling costs 100-300 ms on segment counts and buys nothing at our row counts;
+        # segment counts hash a few hundred thousand user ids, which spill to disk at 4 MB.
+        engine_kwargs.setdefault("connect_args", {"options": "-c jit=off -c work_mem=32MB"})
     engine = sa.create_engine(url, **engine_kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
