@@ -254,4 +254,19 @@ def test_every_main_page_works_at_phone_width_with_labelled_controls(live, brows
         assert page.evaluate(UNLABELLED) == [], path
         if name:
             shot(page, name)
+    # An in-app message previews inside a sandboxed frame: no scripts, no access to the page.
+    page.goto(live.url + "/campaigns/new?channel=inapp")
+    page.locator('[data-key="control_percent"]').fill("0")
+    page.locator('[data-key="title"]').first.fill("Welcome back {{ user.first_name }}")
+    page.locator('[data-key="body"]').first.fill("Your basket misses you.")
+    page.locator('[data-key="buttons"]').first.fill("Shop now | app://shop")
+    page.locator("#pv-user").fill("u3")
+    page.get_by_role("button", name="Preview").click()
+    frame = page.locator("iframe[data-preview=inapp]")
+    frame.wait_for()
+    assert frame.get_attribute("sandbox") == ""
+    inner = page.frame_locator("iframe[data-preview=inapp]")
+    assert inner.locator("h1").inner_text() == "Welcome back Ana3"
+    assert inner.locator(".btns span").inner_text() == "Shop now"
+    shot(page, "phone-inapp-preview")
     assert not problems, problems

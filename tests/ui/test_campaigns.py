@@ -107,7 +107,9 @@ def test_the_live_preview_renders_the_unsaved_campaign_for_a_user(marketer, peop
     r = marketer.post_json("/campaigns/preview.json", {"campaign": sms(audience="sms_opt_in = false"), "user": "u5"})
     assert r.json["target"] is None and r.json["content"] is None
     r = marketer.post_json("/campaigns/preview.json", {"campaign": sms(name=""), "user": "u5"})
-    assert r.status_code == 422 and r.json["error"]["details"]["field"] == "name"
+    assert r.status_code == 200  # an unnamed draft previews all the same
+    r = marketer.post_json("/campaigns/preview.json", {"campaign": sms(rate_limit_per_second=0), "user": "u5"})
+    assert r.status_code == 422 and r.json["error"]["details"]["field"] == "rate_limit_per_second"
 
 
 def test_the_preview_of_a_saved_campaign_matches_the_api(marketer, viewer, ui_api, people):

@@ -183,6 +183,8 @@ def preview_campaign():
     else:
         if not can(Role.MARKETER):
             abort(403, "only marketers preview unsaved campaigns")
+        if isinstance(data.get("name"), str) and not data["name"].strip():
+            data = {**data, "name": "Untitled"}  # a preview needs no name yet
         try:
             spec = service.validate_spec(s, app_id, data)
         except InvalidTemplateError as exc:
