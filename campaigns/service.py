@@ -66,7 +66,10 @@ def validate_spec(session: Session, app_id: int, data: Any) -> dict:
                 hooks.check_overrides(session, app_id, content["hooks"], f"{vwhere}.content")
             problems = validate_content(content, channel=channel)
             if problems:
-                raise InvalidTemplateError(problems, prefix=f'target {ti} variant "{variant["name"]}": content')
+                error = InvalidTemplateError(problems, prefix=f'target {ti} variant "{variant["name"]}": content')
+                path = problems[0].path.replace("[", ".").replace("]", "")
+                error.details["field"] = f"{vwhere}.content.{path}"
+                raise error
             variant["content"] = content
     schedule = spec["schedule"]
     if schedule.get("at") is not None:

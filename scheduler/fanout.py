@@ -14,12 +14,12 @@ import logging
 import sqlalchemy as sa
 
 from campaigns.models import (
-    Campaign, CampaignRun, CampaignStatus, Delivery, DeliveryBatch, DeliveryStatus, RunStatus,
+    BatchStatus, Campaign, CampaignRun, CampaignStatus, Delivery, DeliveryBatch, DeliveryStatus, RunStatus,
 )
 from campaigns.service import effective_quiet_hours
 from campaigns.targeting import CompiledCampaign
 from scheduler import timing
-from scheduler.queues import QueueName, get_queue
+from scheduler.queues import QueueName, enqueue, get_queue
 from segments.models import User
 from tidings.db import bulk_insert, session_scope, utcnow
 
@@ -118,3 +118,20 @@ def enqueue_batches(batch_ids: list[int]) -> None:
         return
     queue = get_queue(QueueName.SEND)
     queue.enqueue_many([queue.prepare_data(SEND_JOB, args=(bid,), timeout=1800) for bid in batch_ids])
+
+
+def requeue_campaign(session, campaign: Campaign) -> None:
+    """After a resume: runs left mid fan-out and batches left queued go back on the queues.
+
+    Every job is idempotent, so queueing one whose earlier copy still exists is harmless.
+    """
+    if campaign.status != CampaignStatus.RUNNING:
+        return
+    runs = session.scalars(sa.select(CampaignRun.id).where(
+        CampaignRun.campaign_id == campaign.id,
+        CampaignRun.status.in_([RunStatus.PENDING, RunStatus.FANNING_OUT]))).all()
+    batches = session.scalars(sa.select(DeliveryBatch.id).where(
+        DeliveryBatch.campaign_id == campaign.id, DeliveryBatch.status == BatchStatus.QUEUED)).all()
+    for run_id in runs:
+        enqueue(QueueName.DEFAULT, JOB, run_id, job_timeout=3600)
+    enqueue_batches(list(batches))

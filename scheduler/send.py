@@ -28,7 +28,7 @@ from campaigns.states import allowed_from
 from campaigns.targeting import Arm, CompiledCampaign
 from campaigns.templates import RenderError
 from channels.base import Channel, OutboundMessage, SendResult
-from channels.errors import ChannelError, PermanentChannelError, TransientChannelError
+from channels.errors import ChannelError, PermanentChannelError
 from channels.registry import build_channel
 from scheduler import queues, throttle, timing
 from segments.models import Device, SmsOptOut, User

@@ -73,6 +73,7 @@ def test_template_syntax_errors_name_variant_and_line(api):
     r = api.post("/campaigns", json=body)
     assert r.status_code == 422
     assert 'variant "B"' in r.json["error"]["message"] and "line 2" in r.json["error"]["message"]
+    assert r.json["error"]["details"]["field"] == "targets.0.variants.1.content.body"
 
 
 def test_segment_errors_carry_the_position(api):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask import current_app, jsonify, request
 from marshmallow import RAISE, Schema, fields, validate
 
 from campaigns import hooks, service
-from campaigns.models import BatchStatus, CampaignRun, CampaignStatus, Delivery, DeliveryBatch, RunStatus
+from campaigns.models import Delivery
 from scheduler import fanout
 from scheduler.queues import QueueName, enqueue
 from segments import people
@@ -78,16 +77,7 @@ def pause_campaign(campaign_id: int):
 @bp.post("/campaigns/<int:campaign_id>/resume")
 def resume_campaign(campaign_id: int):
     campaign, _ = _transition(campaign_id, service.resume)
-    session = db_session()
-    runs = session.scalars(sa.select(CampaignRun.id).where(
-        CampaignRun.campaign_id == campaign.id,
-        CampaignRun.status.in_([RunStatus.PENDING, RunStatus.FANNING_OUT]))).all()
-    batches = session.scalars(sa.select(DeliveryBatch.id).where(
-        DeliveryBatch.campaign_id == campaign.id, DeliveryBatch.status == BatchStatus.QUEUED)).all()
-    if campaign.status == CampaignStatus.RUNNING:
-        for run_id in runs:
-            enqueue(QueueName.DEFAULT, fanout.JOB, run_id, job_timeout=3600)
-        fanout.enqueue_batches(list(batches))
+    fanout.requeue_campaign(db_session(), campaign)
     return jsonify(campaign_json(campaign))
 
 
