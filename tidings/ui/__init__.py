@@ -14,7 +14,6 @@ bp = Blueprint("ui", __name__, template_folder="templates", static_folder="stati
 
 
 def init_app(app) -> None:
-
     auth.init_app(app)
     app.register_blueprint(bp)
 
