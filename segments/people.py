@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from segments.models import Device, Event, SmsOptOut, User
 from segments.versions import version_key
-from tidings.db import bulk_insert, bulk_update, utcnow
+from tidings.db import bulk_insert, bulk_update, one_of, utcnow
 from tidings.errors import NotFoundError
 
 PROFILE_FIELDS = ("phone", "language", "timezone", "country", "region", "city", "lat", "lon",
@@ -65,7 +65,7 @@ def _merge_attributes(old: dict | None, changes: dict | None) -> dict:
 def _lock_existing(session: Session, app_id: int, external_ids: Sequence[str]) -> dict[str, sa.Row]:
     rows = session.execute(
         sa.select(users.c.id, users.c.external_id, users.c.attributes, *(users.c[f] for f in PROFILE_FIELDS))
-        .where(users.c.app_id == app_id, users.c.external_id.in_(external_ids))
+        .where(users.c.app_id == app_id, one_of(session, users.c.external_id, external_ids))
         .order_by(users.c.id)
         .with_for_update()
     )
@@ -122,7 +122,7 @@ def upsert_devices(session: Session, app_id: int, changes: Sequence[tuple[int, d
     existing = {
         row.device_id: row
         for row in session.execute(
-            sa.select(devices).where(devices.c.app_id == app_id, devices.c.device_id.in_(ids))
+            sa.select(devices).where(devices.c.app_id == app_id, one_of(session, devices.c.device_id, ids))
             .order_by(devices.c.id).with_for_update()
         )
     }
@@ -156,7 +156,7 @@ def ensure_users(session: Session, app_id: int, external_ids: Iterable[str],
     wanted = sorted(set(external_ids))
     found = dict(session.execute(
         sa.select(users.c.external_id, users.c.id)
-        .where(users.c.app_id == app_id, users.c.external_id.in_(wanted))
+        .where(users.c.app_id == app_id, one_of(session, users.c.external_id, wanted))
     ).all())
     missing = [e for e in wanted if e not in found]
     if missing:
@@ -166,7 +166,7 @@ def ensure_users(session: Session, app_id: int, external_ids: Iterable[str],
         ], conflict=["app_id", "external_id"])
         found.update(session.execute(
             sa.select(users.c.external_id, users.c.id)
-            .where(users.c.app_id == app_id, users.c.external_id.in_(missing))
+            .where(users.c.app_id == app_id, one_of(session, users.c.external_id, missing))
         ).all())
     return found
 
