@@ -365,3 +365,37 @@ def test_forged_unsubscribed_callback_opts_nobody_out(client, world):
     assert post_status(client, d, "failed", error_code="21610", token="forged").status_code == 403
     with session_scope() as s:
         assert not is_sms_opted_out(s, app_id, PHONE)
+
+
+# -- concurrent writers ------------------------------------------------------------------------------
+
+def test_concurrent_callbacks_for_one_delivery_never_move_it_back(wh_app, world):
+    """Two requests racing on the same row: the guarded UPDATE re-checks the status it waited for."""
+    import threading
+
+    from webhooks.receipts import apply_twilio_status
+
+    ids = [make_delivery(world, status="sending", provider_id=None) for _ in range(20)]
+    barrier = threading.Barrier(3)
+    moved = []
+
+    def worker(statuses):
+        barrier.wait()
+        for d in ids:
+            for status in statuses:
+                with session_scope() as s:
+                    moved.append((d, status, apply_twilio_status(s, d, "SMrace", status, "30003",
+                                                                 dt.datetime.now(dt.UTC))))
+
+    threads = [threading.Thread(target=worker, args=(statuses,))
+               for statuses in (["queued", "sent"], ["delivered"], ["sending", "undelivered"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for d in ids:
+        row = fetch(d)
+        assert row.status in ("delivered", "failed") and row.provider_id == "SMrace"
+        # Exactly one final move won; nothing moved the delivery after it.
+        finals = [status for dd, status, ok in moved if dd == d and ok and status in ("delivered", "undelivered")]
+        assert len(finals) == 1 and TWILIO_STATUS[finals[0]] == row.status
