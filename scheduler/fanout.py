@@ -21,7 +21,7 @@ from campaigns.targeting import CompiledCampaign
 from scheduler import timing
 from scheduler.queues import QueueName, enqueue, get_queue
 from segments.models import User
-from tidings.db import bulk_insert, session_scope, utcnow
+from tidings.db import bulk_insert, one_of, session_scope, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,25 @@ def _page(run_id, compiled, condition, target, local_wall, quiet) -> list[int] |
                 "reason": "control" if arm.control else None,
                 "send_after": now if arm.control else timing.send_time(now, row.timezone, local_wall=local_wall,
                                                                         quiet=quiet),
-                "attempts": 0, "created_at": now, "updated_at": now,
+                "batch_id": None, "attempts": 0, "created_at": now, "updated_at": now,
             })
+        # Rows due now get their batch before they are written: one write per delivery.
+        due = [r for r in new if r["status"] == DeliveryStatus.PENDING and r["send_after"] <= now]
+        batch_ids = []
+        for start in range(0, len(due), BATCH):
+            chunk = due[start:start + BATCH]
+            batch = DeliveryBatch(app_id=run.app_id, campaign_id=run.campaign_id, size=len(chunk),
+                                  created_at=now, updated_at=now)
+            session.add(batch)
+            session.flush()
+            for r in chunk:
+                r["batch_id"] = batch.id
+            batch_ids.append(batch.id)
         written = bulk_insert(session, deliveries, new, conflict=["campaign_id", "user_id", "dedupe_key"],
-                              returning=(deliveries.c.id, deliveries.c.status, deliveries.c.send_after))
+                              returning=(deliveries.c.id,))
         run.cursor_user_id = rows[-1].id
         run.audience_count += len(written)
-        due = sorted(r.id for r in written if r.status == DeliveryStatus.PENDING and r.send_after <= now)
-        return make_batches(session, run.app_id, run.campaign_id, due, now)
+        return batch_ids  # a batch whose rows existed already (a re-run) finds nothing to send
 
 
 def make_batches(session, app_id: int, campaign_id: int, delivery_ids: list[int], now: dt.datetime) -> list[int]:
@@ -108,7 +119,7 @@ def make_batches(session, app_id: int, campaign_id: int, delivery_ids: list[int]
                               updated_at=now)
         session.add(batch)
         session.flush()
-        session.execute(sa.update(deliveries).where(deliveries.c.id.in_(chunk)).values(batch_id=batch.id))
+        session.execute(sa.update(deliveries).where(one_of(session, deliveries.c.id, chunk)).values(batch_id=batch.id))
         batch_ids.append(batch.id)
     return batch_ids
 
