@@ -13,11 +13,7 @@ import enum
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tidings.db import Base, BigID, JSONType, UTCDateTime, utcnow
-
-
-def app_fk() -> sa.ForeignKey:
-    return sa.ForeignKey("apps.id", ondelete="CASCADE")
+from tidings.db import Base, BigID, JSONType, UTCDateTime, app_fk, utcnow
 
 
 class ChannelName(enum.StrEnum):

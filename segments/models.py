@@ -8,12 +8,8 @@ import enum
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from tidings.db import Base, BigID, JSONType, UTCDateTime, utcnow
+from tidings.db import Base, BigID, JSONType, UTCDateTime, app_fk, utcnow
 
-
-
-def app_fk() -> sa.ForeignKey:
-    return sa.ForeignKey("apps.id", ondelete="CASCADE")
 
 
 def user_fk() -> sa.ForeignKey:

@@ -6,17 +6,13 @@ import datetime as dt
 
 from segments.models import Device, Event, User
 from segments.versions import version_key
-from tidings.models import App, KeyKind
+from tidings.apps import create_app_record
+from tidings.models import App
 
 
 def make_app(session, name: str = "Test app") -> tuple[App, str, str]:
     """Returns the app with its plain server and client keys."""
-    app = App(name=name, settings={})
-    server = app.rotate_key(KeyKind.SERVER)
-    client = app.rotate_key(KeyKind.CLIENT)
-    session.add(app)
-    session.flush()
-    return app, server, client
+    return create_app_record(session, name)
 
 
 def make_user(session, app: App, external_id: str, *, devices=(), events=(), **fields) -> User:

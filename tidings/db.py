@@ -58,6 +58,11 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+def app_fk() -> sa.ForeignKey:
+    """The foreign key every table of an app's data carries (rows go with their app)."""
+    return sa.ForeignKey("apps.id", ondelete="CASCADE")
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

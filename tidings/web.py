@@ -48,3 +48,16 @@ def load(schema: Schema, data: Any | None = None) -> Any:
     if not isinstance(data, dict) and not schema.many:
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
     return schema.load(data)
+
+
+def inactive_days_arg(default: str = "30") -> int:
+    """`?inactive_days=N` (1-3650), or a 422 naming it."""
+    from flask import request
+
+    from tidings.errors import InvalidError
+
+    raw = request.args.get("inactive_days", default)
+    days = int(raw) if raw.isdigit() else 0
+    if not 1 <= days <= 3650:
+        raise InvalidError("inactive_days must be a whole number of days from 1 to 3650", {"field": "inactive_days"})
+    return days

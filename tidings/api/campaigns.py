@@ -14,7 +14,7 @@ from tidings.api import bp, openapi
 from tidings.api.auth import caller
 from tidings.api.people import iso
 from tidings.models import App
-from tidings.web import db_session, json_body, load
+from tidings.web import db_session, inactive_days_arg, json_body, load
 
 
 def campaign_json(c) -> dict:
@@ -93,12 +93,7 @@ def campaign_report(campaign_id: int):
 
     from campaigns import reports
 
-    raw = request.args.get("inactive_days", "30")
-    days = int(raw) if raw.isdigit() else 0
-    if not 1 <= days <= 3650:
-        from tidings.errors import InvalidError
-
-        raise InvalidError("inactive_days must be a whole number of days from 1 to 3650", {"field": "inactive_days"})
+    days = inactive_days_arg()
     session = db_session()
     campaign = service.get_campaign(session, caller().app_id, campaign_id)
     data = reports.report(session, campaign, inactive_days=days)

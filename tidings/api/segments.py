@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import jsonify
 from marshmallow import RAISE, Schema, fields, validate
 
 from segments import service
 from tidings.api import bp
 from tidings.api.auth import caller
 from tidings.api.people import iso
-from tidings.errors import InvalidError
-from tidings.web import db_session, load
+from tidings.web import db_session, inactive_days_arg, load
 
 
 class SegmentSchema(Schema):
@@ -87,14 +86,7 @@ def preview_segment():
 
 @bp.get("/segments/<int:segment_id>/churn")
 def segment_churn(segment_id: int):
-    raw = request.args.get("inactive_days", "30")
-    try:
-        days = int(raw)
-    except ValueError:
-        days = 0
-    if not 1 <= days <= 3650:
-        raise InvalidError("inactive_days must be a whole number of days from 1 to 3650",
-                           {"field": "inactive_days"})
+    days = inactive_days_arg()
     session = db_session()
     segment = service.get_segment(session, caller().app_id, segment_id)
     return jsonify(service.churn(session, caller().app_id, segment, days))
