@@ -235,6 +235,9 @@ def _prepare(session, campaign: Campaign, batch: DeliveryBatch, provider: dict, 
         where=deliveries.c.status == S.PENDING,
         values={"status": S.SENDING, "sending_at": now, "attempts": deliveries.c.attempts + 1, "updated_at": now},
         returning=(deliveries.c.id,))}
+    lost = [r for r, _, _ in candidates if r.id not in marked]  # a concurrent copy of this job took them
+    if lost:
+        throttle.release(queues.connection(), campaign.app_id, [r.user_id for r in lost], [r.id for r in lost])
     base = provider.get("public_base_url") or tconfig.current().public_base_url
     messages, owners = [], []
     for r, user, content in candidates:
