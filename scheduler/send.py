@@ -32,6 +32,7 @@ from channels.errors import ChannelError, PermanentChannelError
 from channels.registry import build_channel
 from scheduler import queues, throttle, timing
 from segments.models import Device, SmsOptOut, User
+from segments import people
 from segments.people import phone_hash
 from tidings import config as tconfig
 from tidings.db import bulk_update, session_scope, utcnow
@@ -144,9 +145,9 @@ def send_batch(batch_id: int, force: bool = False) -> dict:
     if prepared is None:
         return {"sent": 0}
     channel_name, messages, owners, reserved = prepared
-    outcomes, dead_tokens = _deliver(campaign, channel_name, provider, messages, owners)
+    outcomes, dead_tokens, unsubscribed = _deliver(campaign, channel_name, provider, messages, owners)
     with session_scope() as session:
-        _record(session, campaign, outcomes, dead_tokens, reserved, now)
+        _record(session, campaign, outcomes, dead_tokens, unsubscribed, reserved, now)
         _close_batch(session, batch_id)
     return {"sent": sum(1 for o in outcomes.values() if o.status == S.SENT)}
 
@@ -271,8 +272,11 @@ def _suppression(channel: str, user: User, opted_out: set[str], tokens: dict[int
 
 
 def _deliver(campaign: Campaign, channel_name: str, provider: dict, messages: list[OutboundMessage],
-             owners: list[tuple]) -> tuple[dict[int, Outcome], list[str]]:
-    """Call the provider under the campaign's rate limit: one Outcome per delivery, dead tokens."""
+             owners: list[tuple]) -> tuple[dict[int, Outcome], list[str], list[str]]:
+    """Call the provider under the campaign's rate limit.
+
+    Returns one Outcome per delivery, push tokens that are dead, and numbers that opted out.
+    """
     outcomes: dict[int, Outcome] = {}
     for delivery_id, user_id, _ in owners:
         outcomes.setdefault(delivery_id, Outcome(delivery_id, user_id))
@@ -287,8 +291,8 @@ def _deliver(campaign: Campaign, channel_name: str, provider: dict, messages: li
         chunk = messages[start:start + granted]
         results[start:start + granted] = channel.send_batch(chunk)
         start += granted
-    dead_tokens = []
-    for (delivery_id, _, token), result in zip(owners, results, strict=True):
+    dead_tokens, unsubscribed = [], []
+    for message, (delivery_id, _, token), result in zip(messages, owners, results, strict=True):
         o = outcomes[delivery_id]
         if isinstance(result, SendResult):
             o.status, o.provider_id = S.SENT, o.provider_id or result.provider_id
@@ -297,6 +301,8 @@ def _deliver(campaign: Campaign, channel_name: str, provider: dict, messages: li
         elif isinstance(result, PermanentChannelError):
             if getattr(result, "deactivate_token", False) and token:
                 dead_tokens.append(token)
+            if channel_name == "sms" and result.code == "unsubscribed":  # Twilio 21610: STOP was sent
+                unsubscribed.append(message.to)
             if o.status is None or o.status == S.FAILED:
                 o.status, o.reason, o.error = S.FAILED, result.code, result.message
         else:  # transient, or not attempted under the rate limit
@@ -304,11 +310,13 @@ def _deliver(campaign: Campaign, channel_name: str, provider: dict, messages: li
             o.reason = result.code if isinstance(result, ChannelError) else "rate_limited"
             o.error = result.message if isinstance(result, ChannelError) else None
             o.retry_after = getattr(result, "retry_after", None)
-    return outcomes, dead_tokens
+    return outcomes, dead_tokens, unsubscribed
 
 
 def _record(session, campaign: Campaign, outcomes: dict[int, Outcome], dead_tokens: list[str],
-            reserved: dict[int, int], now: dt.datetime) -> None:
+            unsubscribed: list[str], reserved: dict[int, int], now: dt.datetime) -> None:
+    for phone in unsubscribed:
+        people.opt_out(session, [campaign.app_id], phone, now)
     if dead_tokens:
         session.execute(sa.update(Device).where(Device.app_id == campaign.app_id,
                                                 Device.push_token.in_(dead_tokens))

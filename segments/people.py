@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from segments.models import Device, Event, SmsOptOut, User
 from segments.versions import version_key
-from tidings.db import bulk_insert, bulk_update, one_of, utcnow
+from tidings.db import bulk_insert, bulk_update, insert_for, one_of, utcnow
 from tidings.errors import NotFoundError
 
 PROFILE_FIELDS = ("phone", "language", "timezone", "country", "region", "city", "lat", "lon",
@@ -28,6 +28,7 @@ USER_DEFAULTS = {"sms_opt_in": False, "push_opt_in": True}
 users = User.__table__
 devices = Device.__table__
 events = Event.__table__
+optouts = SmsOptOut.__table__
 
 
 def phone_hash(app_id: int, phone: str) -> str:
@@ -204,6 +205,41 @@ def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.
     bulk_update(session, users, [{"id": uid, "last_seen_at": t} for uid, t in sorted(newest.items())],
                 where=lambda v: sa.or_(users.c.last_seen_at.is_(None), users.c.last_seen_at < v.c.last_seen_at))
     return stored
+
+
+def opt_out(session: Session, app_ids: Iterable[int], phone: str, now: dt.datetime | None = None) -> None:
+    """Opt `phone` out of SMS for these apps: the surviving hash (idempotent), and every user's flag."""
+    app_ids = sorted(set(app_ids))
+    if not app_ids or not phone:
+        return
+    now = now or utcnow()
+    stmt = insert_for(session, optouts).on_conflict_do_nothing(index_elements=["app_id", "phone_hash"])
+    session.execute(stmt, [{"app_id": a, "phone_hash": phone_hash(a, phone), "created_at": now} for a in app_ids])
+    session.execute(
+        sa.update(users)
+        .where(users.c.app_id.in_(app_ids), users.c.phone == phone, users.c.sms_opt_in.is_not(False))
+        .values(sms_opt_in=False, updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def opt_in(session: Session, app_ids: Iterable[int], phone: str, now: dt.datetime | None = None) -> None:
+    """Undo `opt_out`: the number texted START/YES/UNSTOP to the sender."""
+    app_ids = sorted(set(app_ids))
+    if not app_ids or not phone:
+        return
+    now = now or utcnow()
+    session.execute(
+        sa.delete(optouts).where(optouts.c.app_id.in_(app_ids),
+                                 optouts.c.phone_hash.in_([phone_hash(a, phone) for a in app_ids])),
+        execution_options={"synchronize_session": False},
+    )
+    session.execute(
+        sa.update(users)
+        .where(users.c.app_id.in_(app_ids), users.c.phone == phone, users.c.sms_opt_in.is_not(True))
+        .values(sms_opt_in=True, updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def get_user(session: Session, app_id: int, external_id: str) -> User:

@@ -14,7 +14,7 @@ import enum
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -24,9 +24,9 @@ from campaigns.models import Delivery
 from campaigns.models import DeliveryStatus as S
 from campaigns.states import TWILIO_STATUS, allowed_from
 from segments.models import SmsOptOut, User
-from segments.people import phone_hash
+from segments.people import opt_in, opt_out  # noqa: F401  (the consent services the views use)
 from tidings.config import Settings, provider_config
-from tidings.db import insert_for, utcnow
+from tidings.db import utcnow
 from tidings.models import App
 
 log = logging.getLogger(__name__)
@@ -133,43 +133,6 @@ def _opt_out_recipient(session: Session, delivery_id: int, to: str | None, now: 
     phone = (to or "").strip() or row.phone
     if phone:
         opt_out(session, [row.app_id], phone, now)
-
-
-# -- opt-out / opt-in ----------------------------------------------------------------------------
-
-def opt_out(session: Session, app_ids: Iterable[int], phone: str, now: dt.datetime | None = None) -> None:
-    """Opt `phone` out of SMS for these apps: the surviving hash (idempotent), and every user's flag."""
-    app_ids = sorted(set(app_ids))
-    if not app_ids or not phone:
-        return
-    now = now or utcnow()
-    stmt = insert_for(session, optouts).on_conflict_do_nothing(index_elements=["app_id", "phone_hash"])
-    session.execute(stmt, [{"app_id": a, "phone_hash": phone_hash(a, phone), "created_at": now} for a in app_ids])
-    session.execute(
-        sa.update(users)
-        .where(users.c.app_id.in_(app_ids), users.c.phone == phone, users.c.sms_opt_in.is_not(False))
-        .values(sms_opt_in=False, updated_at=now),
-        execution_options={"synchronize_session": False},
-    )
-
-
-def opt_in(session: Session, app_ids: Iterable[int], phone: str, now: dt.datetime | None = None) -> None:
-    """Undo `opt_out`: the number texted START/YES/UNSTOP to the sender."""
-    app_ids = sorted(set(app_ids))
-    if not app_ids or not phone:
-        return
-    now = now or utcnow()
-    session.execute(
-        sa.delete(optouts).where(optouts.c.app_id.in_(app_ids),
-                                 optouts.c.phone_hash.in_([phone_hash(a, phone) for a in app_ids])),
-        execution_options={"synchronize_session": False},
-    )
-    session.execute(
-        sa.update(users)
-        .where(users.c.app_id.in_(app_ids), users.c.phone == phone, users.c.sms_opt_in.is_not(True))
-        .values(sms_opt_in=True, updated_at=now),
-        execution_options={"synchronize_session": False},
-    )
 
 
 # -- inbound messages ----------------------------------------------------------------------------

@@ -292,3 +292,20 @@ def test_test_send_reaches_one_user_even_from_a_draft(api, fake_twilio):
     assert [(m.to, m.body) for m in fake_twilio.messages] == [("+14155550001", "Hello!")]
     assert api.get(f"/campaigns/{campaign['id']}").json["status"] == "draft"
     assert api.post(f"/campaigns/{campaign['id']}/test", json={"user": "u1", "variant": "Z"}).status_code == 422
+
+
+def test_unsubscribed_recipient_is_opted_out_and_not_tried_again(api, run_jobs, fake_twilio):
+    add_users(api, 2)
+    fake_twilio.fault_for("+14155550001", code=21610)
+    for i in range(2):
+        c = api.post("/campaigns", json=sms_campaign(
+            name=f"c{i}", audience=None, targets=[{"variants": [{"name": "A", "content": {"body": "x"}}]}])).json
+        api.post(f"/campaigns/{c['id']}/launch")
+        run_jobs()
+    tried = [m for m in fake_twilio.requests if m.to == "+14155550001"]
+    assert len(tried) == 1  # the second campaign suppressed it
+    assert api.get("/users/u1").json["sms_opt_in"] is False
+    with session_scope() as s:
+        assert s.scalar(sa.select(Delivery.reason).where(Delivery.campaign_id == c["id"],
+                                                          Delivery.status == DeliveryStatus.SUPPRESSED)) in (
+            "opted_out", "not_opted_in")
