@@ -84,7 +84,6 @@ def run_campaign(channel: str, app_id: int, env: dict, workers: int) -> dict:
     from campaigns import service
     from campaigns.models import Delivery, DeliveryStatus
     from scheduler import fanout, runner
-    from scheduler.queues import QueueName, enqueue
     from tidings import db
     from tidings.config import Settings
 
@@ -103,8 +102,7 @@ def run_campaign(channel: str, app_id: int, env: dict, workers: int) -> dict:
         t0 = time.perf_counter()
         with db.session_scope() as session:
             run_ids = service.launch(session, session.get(type(campaign), campaign_id), settings)
-        for run_id in run_ids:
-            enqueue(QueueName.DEFAULT, fanout.JOB, run_id, job_timeout=3600)
+        fanout.enqueue_runs(run_ids)
         last_tick = t0
         while True:
             time.sleep(0.25)

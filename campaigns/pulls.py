@@ -138,20 +138,17 @@ def inapp_messages(session: Session, app_id: int, version: int, external_id: str
         return []
     profile = load_profile(session, user, snap.query, now)
     ids = [p.id for p in snap.inapp]
-    existing = session.execute(
-        sa.select(deliveries.c.id, deliveries.c.campaign_id, deliveries.c.dedupe_key, deliveries.c.status,
-                  deliveries.c.variant, deliveries.c.content, deliveries.c.sent_at, deliveries.c.send_after)
-        .where(deliveries.c.user_id == user.id, deliveries.c.campaign_id.in_(ids))
-        .order_by(deliveries.c.id)).all()
+    existing = _deliveries_of(session, user.id, ids)
     dismissed = set(session.scalars(sa.select(Interaction.delivery_id).where(
         Interaction.delivery_id.in_([d.id for d in existing]), Interaction.type == "dismiss"))) if existing else set()
     by_campaign: dict[int, list] = {}
     for d in existing:
         by_campaign.setdefault(d.campaign_id, []).append(d)
 
+    arms = {p.id: snap.arm_for(p, profile, user.external_id, now) for p in snap.inapp}
     new_rows, changed = [], False
     for pulled in snap.inapp:
-        arm = snap.arm_for(pulled, profile, user.external_id, now)
+        arm = arms[pulled.id]
         rows = by_campaign.get(pulled.id, [])
         if pulled.triggered:
             for d in rows:  # sends waiting for their delay: decided at first pull after it
@@ -171,18 +168,14 @@ def inapp_messages(session: Session, app_id: int, version: int, external_id: str
     _record(session, new_rows)
     if new_rows or changed:
         session.flush()
-        existing = session.execute(
-            sa.select(deliveries.c.id, deliveries.c.campaign_id, deliveries.c.dedupe_key, deliveries.c.status,
-                      deliveries.c.variant, deliveries.c.content, deliveries.c.sent_at, deliveries.c.send_after)
-            .where(deliveries.c.user_id == user.id, deliveries.c.campaign_id.in_(ids))
-            .order_by(deliveries.c.id)).all()
+        existing = _deliveries_of(session, user.id, ids)
     live = {p.id: p for p in snap.inapp}
     messages = []
     for d in existing:
         pulled = live[d.campaign_id]
         if d.status not in (S.SENT, S.DELIVERED) or d.id in dismissed or d.content is None:
             continue
-        if not pulled.triggered and snap.arm_for(pulled, profile, user.external_id, now) is None:
+        if not pulled.triggered and arms[pulled.id] is None:
             continue  # no longer in the audience
         hours = pulled.expires_hours.get(d.variant)
         expires_at = d.sent_at + dt.timedelta(hours=hours) if hours else None
@@ -191,6 +184,14 @@ def inapp_messages(session: Session, app_id: int, version: int, external_id: str
         messages.append({"delivery_id": d.id, "campaign_id": d.campaign_id, "variant": d.variant,
                          "content": d.content, "expires_at": expires_at.isoformat() if expires_at else None})
     return messages
+
+
+def _deliveries_of(session: Session, user_id: int, campaign_ids: list[int]) -> list[sa.Row]:
+    return session.execute(
+        sa.select(deliveries.c.id, deliveries.c.campaign_id, deliveries.c.dedupe_key, deliveries.c.status,
+                  deliveries.c.variant, deliveries.c.content, deliveries.c.sent_at, deliveries.c.send_after)
+        .where(deliveries.c.user_id == user_id, deliveries.c.campaign_id.in_(campaign_ids))
+        .order_by(deliveries.c.id)).all()
 
 
 def _settle_triggered(session: Session, pulled: Pulled, user: User, delivery_id: int, arm: Arm | None,

@@ -124,6 +124,12 @@ def make_batches(session, app_id: int, campaign_id: int, delivery_ids: list[int]
     return batch_ids
 
 
+def enqueue_runs(run_ids: list[int]) -> None:
+    """Queue the fan-out of these runs (after the commit that created them)."""
+    for run_id in run_ids:
+        enqueue(QueueName.DEFAULT, JOB, run_id, job_timeout=3600)
+
+
 def enqueue_batches(batch_ids: list[int]) -> None:
     if not batch_ids:
         return
@@ -143,6 +149,5 @@ def requeue_campaign(session, campaign: Campaign) -> None:
         CampaignRun.status.in_([RunStatus.PENDING, RunStatus.FANNING_OUT]))).all()
     batches = session.scalars(sa.select(DeliveryBatch.id).where(
         DeliveryBatch.campaign_id == campaign.id, DeliveryBatch.status == BatchStatus.QUEUED)).all()
-    for run_id in runs:
-        enqueue(QueueName.DEFAULT, JOB, run_id, job_timeout=3600)
+    enqueue_runs(list(runs))
     enqueue_batches(list(batches))

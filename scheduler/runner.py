@@ -19,7 +19,6 @@ from campaigns.models import (
     BatchStatus, Campaign, CampaignRun, CampaignStatus, Delivery, DeliveryBatch, DeliveryStatus, RunStatus,
 )
 from scheduler import fanout, sweeper
-from scheduler.queues import QueueName, enqueue
 from tidings.db import session_scope, utcnow
 
 log = logging.getLogger(__name__)
@@ -66,8 +65,7 @@ def start_due_runs(now: dt.datetime) -> int:
             campaign.status = CampaignStatus.RUNNING
             if run is not None:
                 started.append(run.id)
-    for run_id in started:
-        enqueue(QueueName.DEFAULT, fanout.JOB, run_id, job_timeout=3600)
+    fanout.enqueue_runs(started)
     return len(started)
 
 
@@ -80,8 +78,7 @@ def requeue_fanouts(now: dt.datetime) -> int:
         ).all()
         if stuck:
             session.execute(sa.update(CampaignRun).where(CampaignRun.id.in_(stuck)).values(updated_at=now))
-    for run_id in stuck:
-        enqueue(QueueName.DEFAULT, fanout.JOB, run_id, job_timeout=3600)
+    fanout.enqueue_runs(list(stuck))
     return len(stuck)
 
 

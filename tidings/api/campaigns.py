@@ -8,7 +8,6 @@ from marshmallow import RAISE, Schema, fields, validate
 from campaigns import hooks, service
 from campaigns.models import Delivery
 from scheduler import fanout
-from scheduler.queues import QueueName, enqueue
 from segments import people
 from tidings.api import bp, openapi
 from tidings.api.auth import caller
@@ -63,8 +62,7 @@ def _transition(campaign_id: int, action):
 def launch_campaign(campaign_id: int):
     settings = current_app.config["TIDINGS"]
     campaign, run_ids = _transition(campaign_id, lambda s, c: service.launch(s, c, settings))
-    for run_id in run_ids:
-        enqueue(QueueName.DEFAULT, fanout.JOB, run_id, job_timeout=3600)
+    fanout.enqueue_runs(run_ids)
     return jsonify(campaign_json(campaign))
 
 

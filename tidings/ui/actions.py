@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from campaigns import service
 from campaigns.models import Campaign
 from scheduler import fanout
-from scheduler.queues import QueueName, enqueue
 from tidings.config import Settings
 
 
@@ -23,8 +22,7 @@ def launch(session: Session, app_id: int, campaign_id: int, settings: Settings) 
     campaign = _locked(session, app_id, campaign_id)
     run_ids = service.launch(session, campaign, settings)
     session.commit()  # commit before enqueueing, or the worker races the rows
-    for run_id in run_ids:
-        enqueue(QueueName.DEFAULT, fanout.JOB, run_id, job_timeout=3600)
+    fanout.enqueue_runs(run_ids)
     return campaign
 
 
