@@ -296,7 +296,7 @@ def profile_for(session: Session, compiled: CompiledCampaign, user, now: dt.date
 def render_for(compiled: CompiledCampaign, arm: Arm, user) -> dict:
     """The arm's content rendered for this user (RenderError on a bad template or value)."""
     content = compiled.contents[arm.target_index][arm.variant]
-    context = build_context(
+    context = {} if content.constant else build_context(
         {f: getattr(user, f) for f in ("language", "country", "region", "city", "timezone")},
         user.attributes, external_id=user.external_id,
         campaign={"id": compiled.campaign_id, "name": compiled.campaign.name}, variant=arm.variant,

@@ -812,8 +812,11 @@ class _Leaf:
     kind: str
     limit: int
     template: JinjaTemplate
+    constant: str | None = None  # the output, when the source holds no template syntax
 
     def render(self, context: Mapping[str, Any]) -> str:
+        if self.constant is not None:
+            return self.constant
         budget = _Budget(_KIND_LIMITS[self.kind])
         token = _budget.set(budget)
         chunks = None
@@ -840,10 +843,13 @@ class _Leaf:
 class CompiledContent:
     """A variant's content with every string parsed once; ``render`` fills it for one user."""
 
-    __slots__ = ("_tree",)
+    __slots__ = ("_tree", "constant")
 
     def __init__(self, tree: Any):
         self._tree = tree
+        # True when no string holds template syntax: every user gets the same content, and
+        # callers may skip building a context (render ignores it).
+        self.constant = _is_constant(tree)
 
     def render(self, context: Mapping[str, Any]) -> Any:
         """The content, same shape, every string rendered; other leaves unchanged.
@@ -852,6 +858,16 @@ class CompiledContent:
             RenderError: any string failed; nothing else is raised.
         """
         return _render_tree(self._tree, context)
+
+
+def _is_constant(node: Any) -> bool:
+    if isinstance(node, _Leaf):
+        return node.constant is not None
+    if isinstance(node, dict):
+        return all(_is_constant(value) for value in node.values())
+    if isinstance(node, list):
+        return all(_is_constant(value) for value in node)
+    return True
 
 
 def _render_tree(node: Any, context: Mapping[str, Any]) -> Any:
@@ -962,7 +978,13 @@ def _compile_leaf(
     except Exception as exc:  # e.g. RecursionError on absurd nesting
         problems.append(TemplateProblem(path, None, _reason(exc)))
         return None
-    return _Leaf(path, kind, limit, template)
+    # Text without any of Jinja's delimiters renders to itself (HTML too: autoescape only
+    # touches expressions; Jinja would only turn \r\n into \n), so it skips the template.
+    plain = len(source) <= limit and "\r" not in source and not _SYNTAX.search(source)
+    return _Leaf(path, kind, limit, template, source if plain else None)
+
+
+_SYNTAX = re.compile(r"\{[{%#]")
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

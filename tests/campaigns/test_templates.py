@@ -527,3 +527,29 @@ def test_problem_is_a_plain_value():
     problem = TemplateProblem("body", 3, "bad")
     assert problem == TemplateProblem("body", 3, "bad")
     assert TemplateProblem("", None, "bad").describe() == "content: bad"
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(st.sampled_from(list("ab {}%#<>&\"'\n\r\t-é{") + ["{{ ", "{%", "{#", " }}"]), max_size=40)
+       .map("".join) | st.text(max_size=40), kind=st.sampled_from(["text", "html"]))
+def test_text_without_template_syntax_skips_jinja_and_renders_the_same(text, kind):
+    """The shortcut for plain strings gives exactly what Jinja gives (or Jinja's error)."""
+    problems: list = []
+    leaf = templates._compile_leaf(text, "body", kind, 1000, problems)
+    if leaf is None:
+        return
+    assert (leaf.constant is not None) == ("\r" not in text and not any(d in text for d in ("{{", "{%", "{#")))
+    context = {"user": {"id": "u1"}}
+    try:
+        expected = templates._Leaf(leaf.path, leaf.kind, leaf.limit, leaf.template).render(context)
+    except templates.RenderError:
+        assert leaf.constant is None
+        return
+    assert leaf.render(context) == expected
+
+
+def test_constant_content_is_marked_and_renders_without_a_context():
+    content = compile_content({"hooks": {"a": 1, "b": "plain"}, "list": ["x", {"y": True}]})
+    assert content.constant
+    assert content.render({}) == {"hooks": {"a": 1, "b": "plain"}, "list": ["x", {"y": True}]}
+    assert not compile_content({"body": "Hi {{ user.first_name|default('you') }}"}).constant
