@@ -12,10 +12,8 @@ import datetime as dt
 import math
 from typing import Any
 
-from marshmallow import ValidationError
-
 from segments.schemas import (
-    ATTRIBUTE_NAME, FUTURE_SLACK, MAX_ATTRIBUTES, MAX_BATCH, _country, _language, known_timezones,
+    ATTRIBUTE_NAME, FUTURE_SLACK, LANGUAGE_TAG, MAX_ATTRIBUTES, MAX_BATCH, country_codes, known_timezones,
     normalize_phone, parse_iso,
 )
 
@@ -96,15 +94,16 @@ def user_fields(data: Any) -> dict | None:
             if type(value) is not bool:
                 return None
             out[key] = value
-        elif key in ("country", "language"):
+        elif key == "country":
             if value is not None:
-                if type(value) is not str:
+                if not (type(value) is str and len(value) == 2 and value.upper() in country_codes()):
                     return None
-                try:
-                    (_country if key == "country" else _language)(value)
-                except ValidationError:
-                    return None
-            out[key] = value.upper() if key == "country" and value else value
+                value = value.upper()
+            out[key] = value
+        elif key == "language":
+            if value is not None and not (type(value) is str and LANGUAGE_TAG.fullmatch(value)):
+                return None
+            out[key] = value
         elif key in ("lat", "lon"):
             limit = 90 if key == "lat" else 180
             if value is not None and not (type(value) in (int, float) and math.isfinite(value)

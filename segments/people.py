@@ -117,6 +117,74 @@ def upsert_users(session: Session, app_id: int, changes: Iterable[tuple[str, dic
     return result
 
 
+def upsert_profiles(session: Session, app_id: int, changes: Sequence[tuple[str, dict]],
+                    now: dt.datetime | None = None) -> tuple[int, int]:
+    """Create or update users from loaded profile fields that only set values; returns (created, updated).
+
+    The CSV import's shape: no devices, no nulls (an empty cell leaves a field as it is). The
+    outcome is that of `upsert_users`, at a fraction of the cost: existing rows are merged inside
+    PostgreSQL (`COALESCE` per field, `||` for attributes) instead of being read back into Python,
+    merged and written again. Anything else, or another database, goes through `upsert_users`.
+    """
+    now = now or utcnow()
+    folded: dict[str, dict] = {}
+    plain = session.get_bind().dialect.name == "postgresql"
+    for external_id, data in changes:
+        if "devices" in data or None in data.values() or None in data.get("attributes", {}).values():
+            plain = False
+            break
+        old = folded.get(external_id)
+        if old is None:
+            folded[external_id] = data
+        else:  # repeated in the batch: applied in order, as `_fold` does
+            merged = {**old, **data}
+            if "attributes" in old and "attributes" in data:
+                merged["attributes"] = {**old["attributes"], **data["attributes"]}
+            folded[external_id] = merged
+    if not plain:
+        result = upsert_users(session, app_id, changes, now)
+        created = sum(1 for _, was_created in result.values() if was_created)
+        return created, len(result) - created
+    if not folded:
+        return 0, 0
+
+    def lock(external_ids: list[str]) -> list[str]:  # in id order, like `_lock_existing`
+        return session.execute(
+            sa.select(users.c.external_id)
+            .where(users.c.app_id == app_id, one_of(session, users.c.external_id, external_ids))
+            .order_by(users.c.id).with_for_update()
+        ).scalars().all()
+
+    present = set().union(*folded.values())
+    fields = [f for f in PROFILE_FIELDS if f in present]
+    existing = set(lock(list(folded)))
+    stamp = now.isoformat()  # formatted once, not once per row by the JSON encoder
+    new_rows = [
+        {"app_id": app_id, "external_id": external_id, "created_at": stamp, "updated_at": stamp,
+         **USER_DEFAULTS, **{f: data.get(f, USER_DEFAULTS.get(f)) for f in fields},
+         "attributes": data.get("attributes", {})}
+        for external_id, data in folded.items() if external_id not in existing
+    ]
+    created = 0
+    if new_rows:
+        inserted = {row.external_id for row in bulk_insert(
+            session, users, new_rows, conflict=["app_id", "external_id"], returning=(users.c.external_id,))}
+        created = len(inserted)
+        lost = [r["external_id"] for r in new_rows if r["external_id"] not in inserted]
+        if lost:  # created concurrently by another request: apply ours as an update
+            existing.update(lock(lost))
+    if existing:
+        bulk_update(
+            session, users,
+            [{"external_id": e, **{f: folded[e].get(f) for f in fields},
+              "attributes": folded[e].get("attributes", {})} for e in existing],
+            key="external_id", where=users.c.app_id == app_id,
+            values=lambda v: {**{f: sa.func.coalesce(v.c[f], users.c[f]) for f in fields},
+                              "attributes": users.c.attributes.op("||")(v.c.attributes), "updated_at": now},
+        )
+    return created, len(existing)
+
+
 def upsert_devices(session: Session, app_id: int, changes: Sequence[tuple[int, dict]], now: dt.datetime) -> None:
     """Upsert devices by the app's device id; a device named by another user moves to that user."""
     ids = [d["id"] for _, d in changes]

@@ -83,7 +83,7 @@ def test_an_import_whose_job_crashes_is_marked_failed(api, run_jobs, monkeypatch
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(imports, "upsert_users", boom)
+    monkeypatch.setattr(imports, "upsert_profiles", boom)
     r = upload(api, "external_id\nx\n")
     run_jobs()
     report = api.get(f"/imports/{r.json['id']}").json

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from segments import fastpath
+from segments import fastpath, imports
 from segments.schemas import EventsBatchSchema, UserFieldsSchema, UsersBatchSchema
 
 texts = st.one_of(st.text(max_size=8), st.text(min_size=250, max_size=260), st.sampled_from(["", "x" * 256]))
@@ -70,3 +70,54 @@ def test_fast_path_takes_the_common_shapes():
                                               "properties": {"a": 1}, "id": "e1"}]})
     assert fastpath.users_batch({"users": [{"external_id": "u", "attributes": {"tier": "gold"},
                                             "timezone": "Europe/Paris", "sms_opt_in": True}]})
+
+
+CSV_COLUMNS = ["phone", "language", "timezone", "country", "region", "city", "lat", "lon", "sms_opt_in", "push_opt_in",
+               "attr.age", "attr.tier"]
+cells = {
+    "phone": st.sampled_from(["+14155550134", " +1 415 555 0134 ", "415 555 0134", "0612345678", "+3361234567",
+                              "12", "+1" + "5" * 40, "  "]),
+    "language": st.sampled_from(["en", "pt-BR", " fr ", "english!", "e", " "]),
+    "timezone": st.sampled_from(["Europe/Paris", " UTC ", "Mars/Base", "europe/paris", " "]),
+    "country": st.sampled_from(["US", "fr", " GB ", "XX", "usa", "\u212aR", " "]),
+    "region": st.one_of(st.sampled_from(["CA", " Bavaria ", "x" * 129, " "]), st.text(max_size=4)),
+    "city": st.one_of(st.sampled_from(["Paris", "x" * 128 + " ", " "]), st.text(max_size=4)),
+    "lat": st.sampled_from(["48.85", "-90", "90.0001", "nan", "inf", " 1e1 ", "1_0", "abc", "-0"]),
+    "lon": st.sampled_from(["2.35", "180", "-180.5", "1e400", "x"]),
+    "sms_opt_in": st.sampled_from(["true", " Yes ", "0", "FALSE", "maybe", " "]),
+    "push_opt_in": st.sampled_from(["1", "no", "n"]),
+    "attr.age": st.sampled_from(["31", "2.5", "007", "true", "x", " "]),
+    "attr.tier": st.text(max_size=3),
+}
+
+
+@st.composite
+def csv_rows(draw):
+    columns = draw(st.lists(st.sampled_from(CSV_COLUMNS), unique=True, max_size=len(CSV_COLUMNS)))
+    header = draw(st.permutations(["external_id", *columns]))
+    row = [draw(st.one_of(st.just(""), st.sampled_from(["u1", " u2 ", " ", "x" * 256]), st.text(max_size=3)))
+           if column == "external_id" else draw(st.one_of(st.just(""), cells[column]))
+           for column in header]
+    if draw(st.integers(0, 20)) == 0:
+        row = row[:-1] if row and draw(st.booleans()) else [*row, "extra"]
+    return header, row
+
+
+@settings(max_examples=1500, deadline=None)
+@given(csv_rows())
+def test_csv_fast_loader_agrees_with_row_to_fields_and_schema(case):
+    header, row = case
+    fast = imports.fast_loader(header)(row)
+    if fast is None:
+        return
+    external_id, fields = imports.row_to_fields(header, row)  # must not raise: the fast path accepted the row
+    assert (external_id, UserFieldsSchema().load(fields)) == fast
+
+
+def test_csv_fast_loader_takes_plainly_valid_rows():
+    header = ["external_id", "phone", "country", "timezone", "language", "lat", "sms_opt_in", "attr.age"]
+    loaded = imports.fast_loader(header)(["u1", "0612345678", "fr", "Europe/Paris", "fr", "48.85", "yes", "31"])
+    assert loaded == ("u1", {"phone": "+33612345678", "country": "FR", "timezone": "Europe/Paris", "language": "fr",
+                             "lat": 48.85, "sms_opt_in": True, "attributes": {"age": 31}})
+    assert imports.fast_loader(header)(["u1", "", "", "", "", "", "", ""]) == ("u1", {})
+    assert imports.fast_loader(header)(["u1", "12", "", "", "", "", "", ""]) is None  # the schema words the error
