@@ -10,7 +10,9 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 def init_app(app) -> None:
     app.register_blueprint(bp)
+    # Signed, forward-moving status callbacks are applied in front of Flask; the rest reach `bp`.
+    app.wsgi_app = fastpath.StatusFastPath(app, app.wsgi_app)
 
 
 # View modules attach their routes to `bp` on import (before any app registers it).
-from webhooks import twilio  # noqa: E402, F401
+from webhooks import fastpath, twilio  # noqa: E402, F401
