@@ -1,11 +1,11 @@
 """Push through Firebase Cloud Messaging: `OutboundMessage` -> FCM v1 `messages:send`.
 
-Every send goes through the real `firebase-admin` library (`messaging.send` and
-`messaging.send_each`), on a firebase_admin `App` of our own: one per channel instance, with a
-unique name, so several credentials and base URLs coexist in one process and nothing global is
-touched. The App is given google-auth service-account credentials read from the JSON file
-(scoped to FCM), so the OAuth token comes from the file's `token_uri` (google-auth posts a
-signed JWT there).
+Every send goes through the real `firebase-admin` library (`messaging.send`: its message
+encoding, its request, its error classes), on a firebase_admin `App` of our own: one per
+channel instance, with a unique name, so several credentials and base URLs coexist in one
+process and nothing global is touched. The App is given google-auth service-account
+credentials read from the JSON file (scoped to FCM), so the OAuth token comes from the file's
+`token_uri` (google-auth posts a signed JWT there).
 
 firebase-admin has no setting for the FCM host: `_MessagingService.__init__` formats the
 hard-coded `https://fcm.googleapis.com/v1/projects/{p}/messages:send` into the instance
@@ -14,18 +14,24 @@ attribute `_fcm_url`. So our App gets its messaging service from a subclass,
 
 * sets `_fcm_url` to `{api_base_url}/v1/projects/{p}/messages:send` (only when `api_base_url`
   is not the default; the request body, headers, auth, error parsing all stay the library's);
-* mounts, for that base URL, a `requests` transport adapter (requests' own extension point)
-  on our pooled keep-alive connections (`channels.transport.PooledAdapter`), with no
-  retries: the library's default adapter retries 500/503 four times with backoff and re-sends
-  after a read error, which can deliver a push twice and blocks a worker for seconds;
-  retrying is the scheduler's job, honouring Retry-After;
+* gives the service a new `_client`, the library's own `JsonHttpClient` built with its
+  `session=` argument and no retries (the default retries 500/503 four times with backoff
+  and re-sends after a read error, which can deliver a push twice and blocks a worker for
+  seconds; retrying is the scheduler's job, honouring Retry-After). The session is
+  google-auth's `AuthorizedSession` (token on every request, refresh and retry on 401) over
+  `channels.transport.PooledSession`, which hands plain requests straight to our pooled
+  keep-alive connections (`PooledAdapter`) instead of through requests' per-request
+  preparation;
 * reads proxy settings from the environment once, when built, instead of on every request
-  (`trust_env = False`); with a proxy configured it keeps requests' own adapter.
+  (`trust_env = False`); with a proxy configured, requests' own path and adapter are used.
 
-Measured on one core against the local fake, these take a send from ~830 us of CPU to ~450 us.
+A batch is sent one `messaging.send` per message on the channel's own long-lived threads
+(`max_concurrency`), not with `messaging.send_each`, which starts a thread per message on
+every call. Measured against the local fake (bench/channels.py, 2 cores): ~500 us of sender
+CPU per message with `send_each` over requests' path, ~200 us now.
 
 It is registered on our App through `firebase_admin._utils.get_app_service`, the same call
-`messaging` uses to create the service lazily, so `messaging.send_each(..., app=our_app)` then
+`messaging` uses to create the service lazily, so `messaging.send(..., app=our_app)` then
 finds ours. This relies on private names of firebase-admin (`_MessagingService`, its
 `_fcm_url` and `_client`, the `_messaging` service slot); the contract tests fail loudly if a
 release moves them.
@@ -58,6 +64,7 @@ import google.auth.exceptions
 import google.auth.transport.requests
 import requests
 import requests.adapters
+from firebase_admin import _http_client as firebase_http
 from firebase_admin import _utils as firebase_utils
 from firebase_admin import exceptions as firebase_exceptions
 from firebase_admin import messaging
@@ -71,12 +78,11 @@ from channels.errors import (
     TransientChannelError,
     parse_retry_after,
 )
-from channels.transport import PooledAdapter
+from channels.transport import PooledAdapter, PooledSession
 
 __all__ = ["FCM_ERRORS", "FCMPush"]
 
 DEFAULT_API_BASE_URL = "https://fcm.googleapis.com"
-MAX_BATCH = 500  # messaging.send_each refuses more
 _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 _RESERVED_DATA_KEYS = frozenset({"from", "notification", "message_type"})
 #: A Firebase installation ID (22 base64url characters, the first one of c-f); anything else
@@ -134,8 +140,14 @@ def _load_credentials(path: str | os.PathLike) -> service_account.Credentials:
         raise ChannelConfigError(f"cannot use FCM credentials {os.fspath(path)}: {exc}") from exc
 
 
+class _FCMSession(google.auth.transport.requests.AuthorizedSession, PooledSession):
+    """google-auth's authorised session (token on every request, refresh and retry once on 401)
+    over `PooledSession`: `AuthorizedSession.request` calls `super().request`, which by the
+    method resolution order is `PooledSession.request`, the short path to our pooled adapter."""
+
+
 class _TidingsMessagingService(messaging._MessagingService):  # noqa: SLF001 - see module docstring
-    """firebase-admin's FCM service, aimed at `api_base_url`, on a pooled no-retry adapter."""
+    """firebase-admin's FCM service, aimed at `api_base_url`, on a pooled no-retry session."""
 
     def __init__(self, app: firebase_admin.App, api_base_url: str, pool_size: int, timeout: float):
         super().__init__(app)
@@ -143,21 +155,24 @@ class _TidingsMessagingService(messaging._MessagingService):  # noqa: SLF001 - s
         if base != DEFAULT_API_BASE_URL:
             self._fcm_url = f"{base}/v1/projects/{self._project_id}/messages:send"
             self._fcm_topic_url = f"{base}/v1/projects/{self._project_id}/registrations"
-        session = self._client.session
-        # With trust_env, requests scans the whole environment for proxy settings and reads
-        # ~/.netrc on every request: 40% of a send's CPU. Read the proxies once, here.
+        # The library's own client is a JsonHttpClient on a plain AuthorizedSession with a
+        # retrying adapter; ours is the same class (its `session=` argument), without retries,
+        # on a session that skips requests' per-request preparation.
+        self._client.close()
+        session = _FCMSession(self._credential)
+        # Proxy settings are read from the environment once, here, not on every request.
         proxies = requests.utils.get_environ_proxies(self._fcm_url)
         session.proxies.update(proxies)
-        session.trust_env = False
-        if proxies:
+        if proxies:  # requests' own path and adapter, which know proxies
             adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         else:
             adapter = PooledAdapter(base, timeout=timeout, maxsize=pool_size)
         session.mount(base + "/", adapter)
+        self._client = firebase_http.JsonHttpClient(session=session, retries=False, timeout=timeout)
 
     def close(self) -> None:
         super().close()  # closes the library's async client only
-        self._client.close()  # the requests session, its adapters and google-auth's token session
+        self._client.close()  # the session, its adapters and google-auth's token session
 
 
 class FCMPush(Channel):
@@ -168,18 +183,15 @@ class FCMPush(Channel):
             `token_uri` are used as written.
         api_base_url: FCM's origin; a local fake in tests.
         timeout: Seconds to wait for FCM (and the token endpoint) per request.
-        max_concurrency: Pooled connections, and the default `batch_size`.
-        batch_size: Messages per `messaging.send_each` call (at most 500); the library sends
-            each call's messages concurrently, one thread each.
+        max_concurrency: Threads sending a batch at once, and pooled connections.
     """
 
     name = "push"
 
     def __init__(self, credentials_path: str | os.PathLike, *, api_base_url: str | None = None,
-                 timeout: float = 10.0, max_concurrency: int = 64, batch_size: int | None = None):
+                 timeout: float = 10.0, max_concurrency: int = 64):
         super().__init__()
         self.max_concurrency = int(max_concurrency)
-        self.batch_size = max(1, min(int(batch_size or max_concurrency), MAX_BATCH))
         self.api_base_url = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         if not self.api_base_url.startswith(("http://", "https://")):
             raise ChannelConfigError(f"FCM api_base_url must be an http(s) URL, not {api_base_url!r}")
@@ -209,12 +221,12 @@ class FCMPush(Channel):
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> FCMPush:
         """Build from a plain mapping: `credentials_path` (or `credentials`), `api_base_url`,
-        `timeout`, `max_concurrency`, `batch_size`."""
+        `timeout`, `max_concurrency`."""
         settings = dict(settings)
         if not settings.get("credentials_path") and settings.get("credentials"):
             settings["credentials_path"] = settings["credentials"]
         return cls(**settings_kwargs(settings, ("credentials_path",),
-                                     ("api_base_url", "timeout", "max_concurrency", "batch_size")))
+                                     ("api_base_url", "timeout", "max_concurrency")))
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -227,7 +239,13 @@ class FCMPush(Channel):
         return outcome
 
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult | ChannelError]:
-        """Send through `messaging.send_each`, up to 500 messages per call, in input order."""
+        """Send concurrently, one `messaging.send` per message on the channel's threads, in
+        input order.
+
+        Not `messaging.send_each`: it starts a new thread per message on every call (up to
+        500), which under load cost more CPU than the sends themselves; our threads live as
+        long as the channel.
+        """
         results: list[SendResult | ChannelError | None] = [None] * len(messages)
         built: list[tuple[int, messaging.Message]] = []
         for i, message in enumerate(messages):
@@ -242,30 +260,13 @@ class FCMPush(Channel):
                 for i, _ in built:
                     results[i] = exc
                 built = []
-        for start in range(0, len(built), self.batch_size):
-            chunk = built[start:start + self.batch_size]
-            for (i, _), outcome in zip(chunk, self._send_each([m for _, m in chunk])):
-                results[i] = outcome
+        if len(built) == 1:
+            outcomes = [self._send_one_captured(built[0][1])]
+        else:
+            outcomes = self._pool().map(self._send_one_captured, [m for _, m in built])
+        for (i, _), outcome in zip(built, outcomes):
+            results[i] = outcome
         return results  # type: ignore[return-value] - every slot is filled
-
-    def _send_each(self, fcm_messages: list[messaging.Message]) -> list[SendResult | ChannelError]:
-        try:
-            batch = messaging.send_each(fcm_messages, app=self._app)
-        except ValueError as exc:  # one message failed the library's validation
-            return [self._send_one_captured(m) for m in fcm_messages] if len(fcm_messages) > 1 else [
-                PermanentChannelError("invalid_content", message=str(exc))]
-        except firebase_exceptions.FirebaseError as exc:  # the whole call failed (e.g. token refresh)
-            cause = exc.cause if isinstance(exc.cause, google.auth.exceptions.GoogleAuthError) else None
-            return [_map_auth_error(cause) if cause else _map_firebase_error(exc) for _ in fcm_messages]
-        out: list[SendResult | ChannelError] = []
-        for response in batch.responses:
-            if response.success:
-                out.append(SendResult(provider_id=response.message_id, status="sent"))
-            elif response.exception is None:  # a 2xx answer without a message name
-                out.append(TransientChannelError(code="provider_error", message="FCM answered without a message name"))
-            else:
-                out.append(_map_firebase_error(response.exception))
-        return out
 
     def _send_one_captured(self, fcm_message: messaging.Message) -> SendResult | ChannelError:
         try:

@@ -88,16 +88,18 @@ def test_batch_fetches_one_access_token_and_reuses_it(push_channel, fake_fcm):
     assert fake_fcm.token_requests == 1
 
 
-def test_batches_larger_than_one_send_each_call_are_split(fake_fcm, service_account_path):
-    channel = FCMPush(service_account_path, api_base_url=fake_fcm.url, max_concurrency=8, batch_size=700)
+def test_a_batch_of_more_than_500_goes_out_whole_on_the_channels_own_threads(fake_fcm, service_account_path):
+    channel = FCMPush(service_account_path, api_base_url=fake_fcm.url, max_concurrency=8)
     try:
-        assert channel.batch_size == 500  # firebase-admin's limit per send_each
         results = channel.send_batch([_message(i, to=f"{TOKEN}{i}") for i in range(520)])
+        again = channel.send_batch([_message(1000 + i, to=f"{TOKEN}{i}") for i in range(40)])
     finally:
         channel.close()
 
-    assert all(isinstance(r, SendResult) for r in results)
-    assert sorted(int(r.data["delivery_id"]) for r in fake_fcm.messages) == list(range(520))
+    assert all(isinstance(r, SendResult) for r in results + again)
+    assert sorted(int(r.data["delivery_id"]) for r in fake_fcm.messages) == list(range(520)) + list(range(1000, 1040))
+    # 8 sending threads on kept-alive connections (plus one to the token endpoint), in both batches
+    assert fake_fcm.connections_opened <= 8 + 1
 
 
 def test_token_endpoint_down_is_transient(fake_fcm, tmp_path):

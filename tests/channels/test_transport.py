@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import urllib.parse
@@ -11,7 +12,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from channels.transport import ConnectionPool, PooledAdapter, form_encode
+from channels.transport import ConnectionPool, PooledAdapter, PooledSession, form_encode
 from tests.fakes import FakeHTTPServer, Response, unused_local_url
 
 
@@ -170,3 +171,78 @@ def test_requests_adapter_maps_failures_to_requests_exceptions():
     with pytest.raises(requests.exceptions.ConnectionError):
         session.get(url + "/")
     session.close()
+
+
+def _plain_session(url: str) -> PooledSession:
+    session = PooledSession()
+    session.mount(url + "/", PooledAdapter(url))
+    return session
+
+
+def test_pooled_session_sends_plain_requests_without_requests_preparation(echo, monkeypatch):
+    session = _plain_session(echo.url)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("took requests' own path")
+
+    monkeypatch.setattr(requests.Session, "request", refuse)
+    resp = session.request("post", echo.url + "/send?x=1", json={"a": 1, "b": "é"},
+                           headers={"X-Test": "1", "User-Agent": None}, timeout=5)
+    raw = session.post(echo.url + "/raw", data=b"a=1&b=2", headers={"content-type": "application/x-www-form-urlencoded"})
+    session.close()
+
+    seen = resp.json()
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+    assert seen["method"] == "POST" and seen["target"] == "/send?x=1"
+    assert json.loads(seen["body"]) == {"a": 1, "b": "é"}  # requests' encoding: ASCII-escaped JSON
+    assert seen["headers"]["content-type"] == "application/json" and seen["headers"]["x-test"] == "1"
+    assert "user-agent" not in seen["headers"]  # a header set to None is removed, as requests does
+    assert raw.json()["body"] == "a=1&b=2"
+    assert raw.json()["headers"]["content-type"] == "application/x-www-form-urlencoded"
+    assert echo.connections_opened == 1
+
+
+def test_pooled_session_sends_the_same_request_as_requests_would(echo):
+    plain, pooled = requests.Session(), _plain_session(echo.url)
+    plain.trust_env = False
+    plain.mount(echo.url + "/", PooledAdapter(echo.url))
+
+    seen = [s.post(echo.url + "/x", json={"k": [1, 2.5, None]}, headers={"Authorization": "Bearer t"}).json()
+            for s in (plain, pooled)]
+    plain.close()
+    pooled.close()
+
+    assert seen[0] == seen[1]
+
+
+def test_pooled_session_leaves_anything_else_to_requests(echo):
+    session = _plain_session(echo.url)
+
+    with_params = session.get(echo.url + "/p", params={"q": "a b"}).json()
+    session.cookies.set("c", "1")
+    with_cookie = session.get(echo.url + "/c").json()
+    session.close()
+
+    assert with_params["target"] == "/p?q=a+b"
+    assert with_cookie["headers"]["cookie"] == "c=1"
+
+
+def test_pooled_session_answers_and_failures_are_requests_ones(echo):
+    url = unused_local_url()
+    session = _plain_session(url)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        session.post(url + "/x", json={})
+    session.close()
+
+    class NotFound(FakeHTTPServer):
+        def handle(self, request):
+            return Response.json(404, {"error": {"status": "NOT_FOUND"}}, {"Retry-After": "3"})
+
+    with NotFound() as server:
+        session = _plain_session(server.url)
+        resp = session.post(server.url + "/x", json={})
+        with pytest.raises(requests.exceptions.HTTPError) as caught:
+            resp.raise_for_status()
+        session.close()
+    assert caught.value.response is resp and resp.headers["retry-after"] == "3"
+    assert resp.json() == {"error": {"status": "NOT_FOUND"}}
