@@ -49,9 +49,11 @@ AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
 SENDER = "+15005550006"
 
 WRK_POST = r"""
--- One pre-signed callback per line: "<delivery id>\t<signature>\t<form body>". Each wrk thread
--- takes every nth line, so threads never send the same callback; a thread that runs out
--- starts again (duplicates, which the endpoint must answer 204 without a write).
+-- Callbacks pre-signed and pre-formatted as raw HTTP requests by bench/callbacks.py, one file per
+-- wrk thread ("<file>.<thread id>", requests separated by NUL), so threads never send the same
+-- callback and loading costs a few string scans (wrk.format per line cost ~2 s of CPU, inside the
+-- measured window for all but the first thread). A thread that runs out starts again
+-- (duplicates, which the endpoint must answer 204 without a write; the check counts them).
 local counter = 0
 function setup(thread)
   thread:set("id", counter)
@@ -59,15 +61,16 @@ function setup(thread)
 end
 
 function init(args)
-  local file, threads = args[1], tonumber(args[2])
-  reqs, n, i = {}, 0, 0
-  for line in io.lines(file) do
-    if i % threads == id then
-      local d, sig, body = line:match("^([^\t]*)\t([^\t]*)\t(.*)$")
-      reqs[#reqs + 1] = wrk.format("POST", "/webhooks/twilio/status?d=" .. d,
-        {["X-Twilio-Signature"] = sig, ["Content-Type"] = "application/x-www-form-urlencoded"}, body)
-    end
-    i = i + 1
+  local file = assert(io.open(args[1] .. "." .. id, "rb"))
+  local data = file:read("*a")
+  file:close()
+  reqs, n = {}, 0
+  local pos = 1
+  while true do
+    local stop = data:find("\0", pos, true)
+    if not stop then break end
+    reqs[#reqs + 1] = data:sub(pos, stop - 1)
+    pos = stop + 1
   end
 end
 
@@ -210,6 +213,120 @@ def write_requests(path: Path, lo: int, hi: int) -> int:
             out.write(f"{d}\t{signature}\t{urlencode(form)}\n")
             count += 1
     return count
+
+
+def read_requests(path: Path) -> list[tuple[int, str, str]]:
+    """(delivery id, signature, form body) of every pre-signed callback."""
+    out = []
+    with path.open() as f:
+        for line in f:
+            d, signature, body = line.rstrip("\n").split("\t")
+            out.append((int(d), signature, body))
+    return out
+
+
+def write_wrk_requests(path: Path, callbacks: list[tuple[int, str, str]], threads: int, port: int) -> Path:
+    """The callbacks as raw HTTP requests, thread i taking every i-th one; returns the files' stem."""
+    stem = path.with_suffix(".wrk")
+    for t in range(threads):
+        with open(f"{stem}.{t}", "wb") as out:
+            for d, signature, body in callbacks[t::threads]:
+                out.write((f"POST /webhooks/twilio/status?d={d} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           f"X-Twilio-Signature: {signature}\r\n"
+                           f"Content-Type: application/x-www-form-urlencoded\r\n"
+                           f"Content-Length: {len(body)}\r\n\r\n{body}\0").encode("latin-1"))
+    return stem
+
+
+def delivered_ids(ids: list[int]) -> int:
+    """How many of these deliveries are `delivered`, with their delivered_at set."""
+    import sqlalchemy as sa
+
+    from tidings.config import normalize_database_url
+
+    engine = sa.create_engine(normalize_database_url(database_url()))
+    with engine.connect() as conn:
+        found = conn.execute(sa.text("SELECT count(*) FROM deliveries WHERE id = ANY(:ids) AND status = 'delivered' "
+                                     "AND delivered_at IS NOT NULL"), {"ids": ids}).scalar_one()
+    engine.dispose()
+    return found
+
+
+# -- in process: CPU per callback without HTTP, gunicorn or wrk ----------------------------------------
+
+def in_process(args, callbacks: list[tuple[int, str, str]]) -> list[int]:
+    """CPU per request through the app's WSGI callable, for GET /healthz (Flask's own floor), a
+    status callback on the fast path, and one through the Flask view (the fast path bypassed).
+    Uses the last 2 x N callbacks (wrk starts from the first); returns their delivery ids."""
+    import io
+    import logging
+
+    from tidings.app import create_app
+    from tidings.config import Settings
+
+    n = args.inprocess
+    os.environ.update(server_env(args))  # the settings the server gets
+    app = create_app(Settings.from_env())
+    logging.disable(logging.INFO)
+    fast_app = app.wsgi_app  # webhooks.fastpath.StatusFastPath in front of Flask
+    view_app = getattr(fast_app, "wsgi_app", fast_app)  # Flask's own
+
+    def environ(d, signature, body):
+        data = body.encode()
+        return {"REQUEST_METHOD": "POST", "PATH_INFO": "/webhooks/twilio/status", "QUERY_STRING": f"d={d}",
+                "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(args.port), "SERVER_PROTOCOL": "HTTP/1.1",
+                "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(data), "wsgi.errors": sys.stderr,
+                "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+                "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": str(len(data)),
+                "HTTP_HOST": f"127.0.0.1:{args.port}", "HTTP_X_TWILIO_SIGNATURE": signature}
+
+    def healthz():
+        return {"REQUEST_METHOD": "GET", "PATH_INFO": "/healthz", "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+                "SERVER_PORT": str(args.port), "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+                "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "wsgi.multithread": False,
+                "wsgi.multiprocess": True, "wsgi.run_once": False, "HTTP_HOST": f"127.0.0.1:{args.port}"}
+
+    def measure(wsgi, environs, want: str, profile: bool = False) -> tuple[float, float]:
+        statuses = []
+
+        def start_response(status, headers, exc_info=None):
+            statuses.append(status)
+
+        warm = min(50, len(environs) // 10)
+        for e in environs[:warm]:
+            b"".join(wsgi(e, start_response))
+        environs = environs[warm:]
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile(time.process_time)
+            profiler.enable()
+        c0, t0 = time.process_time(), time.perf_counter()
+        for e in environs:
+            b"".join(wsgi(e, start_response))
+        c1, t1 = time.process_time(), time.perf_counter()
+        if profiler:
+            import pstats
+
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+        bad = [s for s in statuses if not s.startswith(want)]
+        if bad:
+            raise SystemExit(f"in-process run answered {bad[:3]} (want {want})")
+        return (c1 - c0) / len(environs) * 1e6, (t1 - t0) / len(environs) * 1e6
+
+    fast_part, view_part = callbacks[-2 * n:-n], callbacks[-n:]
+    rows = [("GET /healthz (Flask)", measure(app.wsgi_app, [healthz() for _ in range(n)], "200")),
+            ("status, fast path", measure(fast_app, [environ(*c) for c in fast_part], "204", args.cprofile)),
+            ("status, Flask view", measure(view_app, [environ(*c) for c in view_part], "204"))]
+    print(f"in process, {n:,} requests each (CPU of this process; the wait for PostgreSQL is wall time):")
+    for label, (cpu, wall) in rows:
+        print(f"  {label:<22} {cpu:6.0f} us CPU  {wall:6.0f} us wall per request")
+    from tidings import db
+
+    db.get_engine().dispose()
+    return [d for d, _, _ in fast_part + view_part]
 
 
 # -- server --------------------------------------------------------------------------------------
@@ -481,6 +598,9 @@ def main() -> None:
     parser.add_argument("--reuse-db", action="store_true", help="keep the seeded database of a previous run")
     parser.add_argument("--design", choices=["direct", "buffered"], default="direct",
                         help="buffered: a Redis-buffer prototype, for comparison only (see buffered_view_factory)")
+    parser.add_argument("--inprocess", type=int, default=3000, metavar="N",
+                        help="first measure N requests each in process (no HTTP): CPU per request; 0 skips")
+    parser.add_argument("--cprofile", action="store_true", help="print the fast path's cProfile (with --inprocess)")
     args = parser.parse_args()
 
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
@@ -489,13 +609,20 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.reuse_db and requests_file.exists():
         reset_deliveries()
-        lines = sum(1 for _ in requests_file.open())
     else:
         create_database(args)
         lo, hi = seed(args.deliveries)
-        lines = write_requests(requests_file, lo, hi)
+        write_requests(requests_file, lo, hi)
+    callbacks = read_requests(requests_file)
+    lines = len(callbacks)
     print(f"{lines:,} deliveries in `sent`, signed callbacks ready ({time.perf_counter() - t0:.1f} s); "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+
+    in_process_ids = []
+    if args.inprocess:
+        in_process_ids = in_process(args, callbacks)
+        callbacks = callbacks[:-2 * args.inprocess]
+    wrk_stem = write_wrk_requests(requests_file, callbacks, args.threads_wrk, args.port)
 
     if args.design == "buffered":
         import redis
@@ -504,7 +631,7 @@ def main() -> None:
     proc = start_server(args)
     try:
         floor = wrk(args, proc, f"http://127.0.0.1:{args.port}/healthz", "")
-        result = wrk(args, proc, f"http://127.0.0.1:{args.port}", WRK_POST, [str(requests_file), str(args.threads_wrk)])
+        result = wrk(args, proc, f"http://127.0.0.1:{args.port}", WRK_POST, [str(wrk_stem)])
     finally:
         stop_server(proc)
 
@@ -515,11 +642,19 @@ def main() -> None:
         drained, seconds = drain_buffer()
         print(f"drained {drained:,} buffered receipts into PostgreSQL in {seconds:.1f} s "
               f"({drained / max(seconds, 1e-9):,.0f}/s); until then they existed only in Redis")
+    # Honest figures: every answered callback (204) must have moved its own delivery, durably,
+    # before the answer; requests still in flight when wrk stopped may have moved one more each.
     counts = status_counts()
-    expected = min(result["requests"], lines)
-    print(f"deliveries now: {counts}; expected >= {expected:,} delivered"
-          + ("" if result["requests"] <= lines else f" ({result['requests'] - lines:,} requests were duplicates)"))
-    ok = counts.get("delivered", 0) >= expected - args.connections and result["status_errors"] == 0
+    answered = result["requests"]
+    sent_once = min(answered, len(callbacks))  # past that, wrk went round again: duplicates
+    delivered = counts.get("delivered", 0) - len(in_process_ids)
+    in_process_ok = delivered_ids(in_process_ids) == len(in_process_ids)
+    ok = (result["status_errors"] == 0 and sent_once <= delivered <= sent_once + args.connections
+          and set(counts) <= {"sent", "delivered"} and in_process_ok)
+    print(f"deliveries now: {counts}; wrk got {answered:,} answers, all 2xx: {result['status_errors'] == 0}; "
+          f"{delivered:,} delivered by wrk's callbacks (want {sent_once:,} to {sent_once + args.connections:,})"
+          + ("" if answered <= len(callbacks) else f"; {answered - len(callbacks):,} answers were to duplicates")
+          + (f"; in-process callbacks all applied: {in_process_ok}" if in_process_ids else ""))
     print("OK: every answered callback moved its delivery to delivered" if ok else "MISMATCH")
     goal = 2000
     print(f"goal {goal:,}/s: {'met' if result['rps'] >= goal else 'missed'} "

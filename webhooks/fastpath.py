@@ -88,12 +88,19 @@ class _Connections:
         self._idle: list = []
         self._engine = None
         self._pid: int | None = None
+        self._inherited: list = []
 
     def take(self, engine):
         """(pool proxy, cursor) for one statement; give it back or discard it after."""
-        if self._engine is not engine or self._pid != os.getpid():
-            # Another engine (tests) or a forked child: never use the parent's sockets.
+        if self._pid != os.getpid():
+            # A forked child: never use, nor close, the parent's sockets (closing would end the
+            # parent's sessions); keep them referenced so the garbage collector does not either.
+            self._inherited += self._idle
             self._idle, self._engine, self._pid = [], engine, os.getpid()
+        elif self._engine is not engine:  # db.configure() made another engine
+            idle, self._idle, self._engine = self._idle, [], engine
+            for held in idle:
+                self.discard(held)
         try:
             return self._idle.pop()
         except IndexError:
@@ -105,6 +112,8 @@ class _Connections:
         if len(self._idle) < MAX_IDLE_CONNECTIONS and self._pid == os.getpid():
             self._idle.append(held)
         else:
+            # Back to the engine's pool as the pool lent it: in a transaction's mode.
+            held[0].driver_connection.autocommit = False
             held[0].close()
 
     def discard(self, held) -> None:

@@ -262,3 +262,22 @@ def test_fast_and_full_paths_racing_on_one_delivery_never_move_it_back(wh_app, w
         assert row.status in ("delivered", "failed") and row.provider_id == "SMrace"
         finals = [status for dd, status, ok in moved if dd == d and ok and status in ("delivered", "undelivered")]
         assert len(finals) == 1 and TWILIO_STATUS[finals[0]] == row.status
+
+
+def test_connections_are_shared_by_threads_and_go_back_to_the_pool_transactional(client, world, monkeypatch):
+    # A thread-per-request server (tidings serve without REDIS_URL) must not open one per request.
+    fastpath._connections._idle.clear()
+    for _ in range(4):
+        d = make_delivery(world)
+        t = threading.Thread(target=post_status, args=(client, d, "delivered"))
+        t.start()
+        t.join()
+        assert fetch(d).status == "delivered"
+    assert len(fastpath._connections._idle) == 1
+    # One kept too many goes back to the engine's pool, which lends it to sessions: no autocommit.
+    monkeypatch.setattr(fastpath, "MAX_IDLE_CONNECTIONS", 0)
+    (pooled, _), = fastpath._connections._idle
+    driver = pooled.driver_connection
+    assert post_status(client, make_delivery(world), "delivered").status_code == 204
+    assert fastpath._connections._idle == []
+    assert driver.autocommit is False and not driver.closed
