@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from segments.schemas import (
-    ATTRIBUTE_NAME, FUTURE_SLACK, LANGUAGE_TAG, MAX_ATTRIBUTES, MAX_BATCH, country_codes, known_timezones,
+    ATTRIBUTE_NAME, FUTURE_SLACK, LANGUAGE_TAG, MAX_ATTRIBUTES, MAX_BATCH, MAX_LANGUAGE, country_codes, known_timezones,
     normalize_phone, parse_iso,
 )
 
@@ -24,16 +24,6 @@ def _text(value: Any, longest: int = 255) -> bool:
     return type(value) is str and 0 < len(value) <= longest
 
 
-def _time(value: Any, now: dt.datetime) -> dt.datetime | None:
-    if type(value) is not str:
-        return None
-    try:
-        parsed = parse_iso(value)
-    except ValueError:
-        return None
-    return parsed if parsed <= now + FUTURE_SLACK else None
-
-
 def events_batch(data: Any) -> list[dict] | None:
     """The loaded `{"events": [...]}` body, or None when the schema must decide."""
     if type(data) is not dict or data.keys() != {"events"}:
@@ -41,28 +31,34 @@ def events_batch(data: Any) -> list[dict] | None:
     items = data["events"]
     if type(items) is not list or not 0 < len(items) <= MAX_BATCH:
         return None
-    now = dt.datetime.now(dt.UTC)
+    latest = dt.datetime.now(dt.UTC) + FUTURE_SLACK
     out = []
-    for item in items:
+    for item in items:  # checks written out inline: this loop runs for every event ingested
         if type(item) is not dict or not item.keys() <= _EVENT_KEYS:
             return None
-        if not (_text(item.get("user")) and _text(item.get("name"))):
+        user, name = item.get("user"), item.get("name")
+        if not (type(user) is str and 0 < len(user) <= 255 and type(name) is str and 0 < len(name) <= 255):
             return None
-        event = {"user": item["user"], "name": item["name"]}
+        event = dict(item)
         if "properties" in item:
             props = item["properties"]
-            if type(props) is not dict or not all(_text(k) for k in props):
+            if type(props) is not dict or not all(type(k) is str and 0 < len(k) <= 255 for k in props):
                 return None
-            event["properties"] = props
         if "time" in item:
-            when = _time(item["time"], now)
-            if when is None:
+            when = item["time"]
+            if type(when) is not str:
+                return None
+            try:
+                when = parse_iso(when)
+            except ValueError:
+                return None
+            if when > latest:
                 return None
             event["time"] = when
         if "id" in item:
-            if not _text(item["id"]):
+            client_id = item["id"]
+            if not (type(client_id) is str and 0 < len(client_id) <= 255):
                 return None
-            event["id"] = item["id"]
         out.append(event)
     return out
 
@@ -101,7 +97,8 @@ def user_fields(data: Any) -> dict | None:
                 value = value.upper()
             out[key] = value
         elif key == "language":
-            if value is not None and not (type(value) is str and LANGUAGE_TAG.fullmatch(value)):
+            if value is not None and not (type(value) is str and len(value) <= MAX_LANGUAGE
+                                          and LANGUAGE_TAG.fullmatch(value)):
                 return None
             out[key] = value
         elif key in ("lat", "lon"):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from segments.models import Device, Event, SmsOptOut, User
@@ -122,9 +124,11 @@ def upsert_profiles(session: Session, app_id: int, changes: Sequence[tuple[str, 
     """Create or update users from loaded profile fields that only set values; returns (created, updated).
 
     The CSV import's shape: no devices, no nulls (an empty cell leaves a field as it is). The
-    outcome is that of `upsert_users`, at a fraction of the cost: existing rows are merged inside
-    PostgreSQL (`COALESCE` per field, `||` for attributes) instead of being read back into Python,
-    merged and written again. Anything else, or another database, goes through `upsert_users`.
+    outcome is that of `upsert_users`, at a fraction of the cost: one statement per batch, the
+    rows sent once as a JSON array of arrays, existing users locked in id order and merged inside
+    PostgreSQL (`COALESCE` per field, `||` for attributes) instead of being read back into
+    Python, merged and written again. Anything else, or another database, goes through
+    `upsert_users`.
     """
     now = now or utcnow()
     folded: dict[str, dict] = {}
@@ -148,41 +152,57 @@ def upsert_profiles(session: Session, app_id: int, changes: Sequence[tuple[str, 
     if not folded:
         return 0, 0
 
-    def lock(external_ids: list[str]) -> list[str]:  # in id order, like `_lock_existing`
-        return session.execute(
-            sa.select(users.c.external_id)
-            .where(users.c.app_id == app_id, one_of(session, users.c.external_id, external_ids))
-            .order_by(users.c.id).with_for_update()
-        ).scalars().all()
-
     present = set().union(*folded.values())
     fields = [f for f in PROFILE_FIELDS if f in present]
-    existing = set(lock(list(folded)))
-    stamp = now.isoformat()  # formatted once, not once per row by the JSON encoder
-    new_rows = [
-        {"app_id": app_id, "external_id": external_id, "created_at": stamp, "updated_at": stamp,
-         **USER_DEFAULTS, **{f: data.get(f, USER_DEFAULTS.get(f)) for f in fields},
-         "attributes": data.get("attributes", {})}
-        for external_id, data in folded.items() if external_id not in existing
-    ]
+    document = json.dumps([[external_id, *map(data.get, fields), data.get("attributes", {})]
+                           for external_id, data in folded.items()], separators=(",", ":"))
+    statement = _upsert_profiles_statement(app_id, fields, document, now)
     created = 0
-    if new_rows:
-        inserted = {row.external_id for row in bulk_insert(
-            session, users, new_rows, conflict=["app_id", "external_id"], returning=(users.c.external_id,))}
-        created = len(inserted)
-        lost = [r["external_id"] for r in new_rows if r["external_id"] not in inserted]
-        if lost:  # created concurrently by another request: apply ours as an update
-            existing.update(lock(lost))
-    if existing:
-        bulk_update(
-            session, users,
-            [{"external_id": e, **{f: folded[e].get(f) for f in fields},
-              "attributes": folded[e].get("attributes", {})} for e in existing],
-            key="external_id", where=users.c.app_id == app_id,
-            values=lambda v: {**{f: sa.func.coalesce(v.c[f], users.c[f]) for f in fields},
-                              "attributes": users.c.attributes.op("||")(v.c.attributes), "updated_at": now},
-        )
-    return created, len(existing)
+    for _ in range(3):
+        inserted, updated = session.execute(statement).one()
+        created += inserted
+        if inserted + updated == len(folded):
+            return created, len(folded) - created
+        # Some users were created by a concurrent request between our look-up and our insert:
+        # run again, they are now updated (applying the same values twice changes nothing).
+    raise RuntimeError("users kept being created concurrently with a profile upsert")
+
+
+_TYPED_FIELDS = frozenset({"lat", "lon", "sms_opt_in", "push_opt_in"})
+
+
+def _upsert_profiles_statement(app_id: int, fields: list[str], document: str, now: dt.datetime):
+    r = sa.func.jsonb_array_elements(sa.cast(sa.literal(document, sa.Text), postgresql.JSONB),
+                                     type_=postgresql.JSONB).column_valued("r")
+    # Text goes to its VARCHAR column by assignment (too long is an error, not a silent cut).
+    source = sa.select(
+        r.op("->>")(0).label("external_id"),
+        *((sa.cast(r.op("->>")(i), users.c[f].type) if f in _TYPED_FIELDS else r.op("->>")(i)).label(f)
+          for i, f in enumerate(fields, 1)),
+        r.op("->")(len(fields) + 1).label("attributes"),
+    ).cte("source")
+    locked = (sa.select(users.c.id, users.c.external_id)
+              .where(users.c.app_id == app_id, users.c.external_id == source.c.external_id)
+              .order_by(users.c.id).with_for_update(of=users)  # id order, like `_lock_existing`
+              .cte("locked"))
+    updated = (sa.update(users)
+               .where(users.c.id == locked.c.id, source.c.external_id == locked.c.external_id)
+               .values({**{f: sa.func.coalesce(source.c[f], users.c[f]) for f in fields},
+                        "attributes": users.c.attributes.op("||")(source.c.attributes), "updated_at": now})
+               .returning(users.c.id).cte("updated"))
+    defaults = {f: sa.func.coalesce(source.c[f], USER_DEFAULTS[f]) if f in fields else sa.literal(USER_DEFAULTS[f])
+                for f in USER_DEFAULTS}
+    values = {"app_id": sa.literal(app_id, sa.BigInteger), "external_id": source.c.external_id,
+              **{f: source.c[f] for f in fields}, **defaults, "attributes": source.c.attributes,
+              "created_at": sa.literal(now, users.c.created_at.type),
+              "updated_at": sa.literal(now, users.c.updated_at.type)}
+    created = (postgresql.insert(users)
+               .from_select(list(values), sa.select(*values.values())
+                            .where(~sa.exists().where(locked.c.external_id == source.c.external_id)))
+               .on_conflict_do_nothing(index_elements=["app_id", "external_id"])
+               .returning(users.c.id).cte("created"))
+    return sa.select(sa.select(sa.func.count()).select_from(created).scalar_subquery(),
+                     sa.select(sa.func.count()).select_from(updated).scalar_subquery())
 
 
 def upsert_devices(session: Session, app_id: int, changes: Sequence[tuple[int, dict]], now: dt.datetime) -> None:
@@ -229,15 +249,20 @@ def ensure_users(session: Session, app_id: int, external_ids: Iterable[str],
     ).all())
     missing = [e for e in wanted if e not in found]
     if missing:
-        bulk_insert(session, users, [
+        found.update((row.external_id, row.id) for row in bulk_insert(session, users, [
             {"app_id": app_id, "external_id": e, "attributes": {}, "created_at": now, "updated_at": now,
              **USER_DEFAULTS} for e in missing
-        ], conflict=["app_id", "external_id"])
-        found.update(session.execute(
-            sa.select(users.c.external_id, users.c.id)
-            .where(users.c.app_id == app_id, one_of(session, users.c.external_id, missing))
-        ).all())
+        ], conflict=["app_id", "external_id"], returning=(users.c.external_id, users.c.id)))
+        lost = [e for e in missing if e not in found]
+        if lost:  # created concurrently by another request
+            found.update(session.execute(
+                sa.select(users.c.external_id, users.c.id)
+                .where(users.c.app_id == app_id, one_of(session, users.c.external_id, lost))
+            ).all())
     return found
+
+
+EVENT_COLUMNS = ("user_id", "name", "time", "properties", "client_event_id")
 
 
 def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.datetime | None = None) -> list[dict]:
@@ -245,9 +270,64 @@ def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.
 
     An event whose client `id` the app already sent (in this batch or before) is not stored again.
     `last_seen_at` of each user moves forward to their newest event.
+
+    On PostgreSQL this is one statement after `ensure_users`: the rows go in as one JSON document,
+    and the same statement moves `last_seen_at` from what it inserted (a data-modifying CTE), so
+    no event is read back into Python to be sent again.
     """
     now = now or utcnow()
     user_ids = ensure_users(session, app_id, (e["user"] for e in batch), now)
+    if session.get_bind().dialect.name != "postgresql":
+        return _ingest_events_portable(session, app_id, batch, user_ids, now)
+    received = now.isoformat()  # formatted here, once, rather than per row by the JSON encoder
+    rows, seen_client_ids = [], set()
+    for e in batch:
+        client_id = e.get("id")
+        if client_id is not None:
+            if client_id in seen_client_ids:
+                continue
+            seen_client_ids.add(client_id)
+        when = e.get("time")
+        rows.append({"user_id": user_ids[e["user"]], "name": e["name"],
+                     "time": when.isoformat() if when is not None else received,
+                     "properties": e.get("properties") or {}, "client_event_id": client_id})
+    if not rows:
+        return []
+    v = sa.func.jsonb_to_recordset(
+        sa.cast(sa.literal(json.dumps(rows, separators=(",", ":")), sa.Text), postgresql.JSONB)
+    ).table_valued(*(sa.column(c, events.c[c].type) for c in EVENT_COLUMNS)).render_derived(name="v", with_types=True)
+    stored = (
+        postgresql.insert(events)
+        .from_select(["app_id", *EVENT_COLUMNS, "received_at"],
+                     sa.select(sa.literal(app_id, sa.BigInteger), *(v.c[c] for c in EVENT_COLUMNS),
+                               sa.literal(now, events.c.received_at.type)))
+        .on_conflict_do_nothing(index_elements=["app_id", "client_event_id"],
+                                index_where=events.c.client_event_id.is_not(None))
+        .returning(events.c.id, events.c.user_id, events.c.name, events.c.time)
+        .cte("stored")
+    )
+    # Users in id order, as everywhere else that locks several users, so concurrent batches
+    # touching the same people wait for each other instead of deadlocking.
+    newest = (sa.select(stored.c.user_id, sa.func.max(stored.c.time).label("time"))
+              .group_by(stored.c.user_id).order_by(stored.c.user_id).subquery("newest"))
+    seen = (sa.update(users).values(last_seen_at=newest.c.time, updated_at=now)  # as the column's onupdate would
+            .where(users.c.id == newest.c.user_id,
+                   sa.or_(users.c.last_seen_at.is_(None), users.c.last_seen_at < newest.c.time))
+            .cte("seen"))
+    # The time as the driver gives it (aware), normalized here in one pass rather than per row
+    # by the column type.
+    result = session.execute(
+        sa.select(stored.c.id, stored.c.user_id, stored.c.name,
+                  sa.type_coerce(stored.c.time, sa.DateTime(timezone=True))).add_cte(seen),
+        execution_options={"synchronize_session": False},
+    )
+    utc = dt.UTC
+    return [{"id": i, "user_id": u, "name": n, "time": t.astimezone(utc)} for i, u, n, t in result.all()]
+
+
+def _ingest_events_portable(session: Session, app_id: int, batch: Sequence[dict], user_ids: dict[str, int],
+                            now: dt.datetime) -> list[dict]:
+    """`ingest_events` on SQLite (the embedded default)."""
     rows, seen_client_ids = [], set()
     for e in batch:
         client_id = e.get("id")

@@ -111,10 +111,11 @@ def _country(value: str) -> None:
 
 
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
+MAX_LANGUAGE = 35  # the column's width (BCP 47 tags are seldom longer than 15)
 
 
 def _language(value: str) -> None:
-    if not LANGUAGE_TAG.fullmatch(value):
+    if len(value) > MAX_LANGUAGE or not LANGUAGE_TAG.fullmatch(value):
         raise ValidationError(f'"{value}" is not a language tag (e.g. "en" or "pt-BR")')
 
 

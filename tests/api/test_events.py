@@ -57,3 +57,36 @@ def test_events_far_in_the_future_are_refused(api):
 def test_event_batch_size_is_capped(api):
     r = api.post("/events", json={"events": [{"user": "u", "name": "x"}] * 1001})
     assert r.status_code == 422
+
+
+def test_ingest_returns_only_the_events_it_stored(app_keys):
+    from segments import people
+
+    app_id = app_keys[0]
+    t1, t2 = dt.datetime(2026, 1, 2, tzinfo=dt.UTC), dt.datetime(2026, 1, 3, 12, 30, tzinfo=dt.UTC)
+    with session_scope() as s:
+        first = people.ingest_events(s, app_id, [{"user": "a", "name": "open", "id": "e1", "time": t1}])
+    batch = [{"user": "a", "name": "open", "id": "e1", "time": t1},  # sent before
+             {"user": "b", "name": "buy", "id": "e2", "time": t2, "properties": {"amount": 3}},
+             {"user": "b", "name": "buy", "id": "e2", "time": t2},  # twice in this batch
+             {"user": "a", "name": "view", "time": t2}]
+    with session_scope() as s:
+        stored = people.ingest_events(s, app_id, batch)
+    assert sorted((e["name"], e["time"]) for e in stored) == [("buy", t2), ("view", t2)]
+    assert all(e["time"].tzinfo is dt.UTC for e in stored)
+    with session_scope() as s:
+        ids = dict(s.execute(sa.select(User.external_id, User.id)).all())
+        assert {e["user_id"] for e in stored} == {ids["a"], ids["b"]}
+        assert len({e["id"] for e in first + stored}) == 3
+        assert s.scalar(sa.select(sa.func.count()).select_from(Event)) == 3
+
+
+def test_last_seen_is_the_newest_event_of_the_batch_and_never_moves_back(api):
+    api.post("/events", json={"events": [{"user": "u", "name": "a", "time": "2026-01-01T00:00:00Z"},
+                                         {"user": "u", "name": "b", "time": "2026-01-03T00:00:00+01:00"},
+                                         {"user": "u", "name": "c", "time": "2026-01-02T00:00:00"}]})
+    user = api.get("/users/u").json
+    assert dt.datetime.fromisoformat(user["last_seen_at"]) == dt.datetime(2026, 1, 2, 23, tzinfo=dt.UTC)
+    api.post("/events", json={"events": [{"user": "u", "name": "d", "time": "2025-12-31T00:00:00Z"}]})
+    again = api.get("/users/u").json
+    assert again["last_seen_at"] == user["last_seen_at"] and again["updated_at"] == user["updated_at"]

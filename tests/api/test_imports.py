@@ -6,9 +6,10 @@ import io
 
 import sqlalchemy as sa
 
-from segments import imports
+from segments import imports, people
 from segments.models import ImportStatus, User, UserImport
-from tidings.db import session_scope
+from tidings import db
+from tidings.db import session_scope, utcnow
 
 
 def upload(api, text: str, name="users.csv"):
@@ -88,3 +89,75 @@ def test_an_import_whose_job_crashes_is_marked_failed(api, run_jobs, monkeypatch
     run_jobs()
     report = api.get(f"/imports/{r.json['id']}").json
     assert report["status"] == "failed"
+
+
+PROFILE_COLUMNS = ("external_id", "attributes", *people.PROFILE_FIELDS)
+
+
+def profiles(app_id: int) -> dict[str, tuple]:
+    with session_scope() as s:
+        rows = s.execute(sa.select(*(User.__table__.c[c] for c in PROFILE_COLUMNS)).where(User.app_id == app_id))
+        return {row.external_id: tuple(row) for row in rows}
+
+
+def test_upsert_profiles_ends_where_upsert_users_does(app_keys, other_api):
+    app_a, app_b = app_keys[0], other_api.app_id
+    start = [("old1", {"attributes": {"tier": "gold", "age": 30}, "country": "FR", "sms_opt_in": True}),
+             ("old2", {"city": "Lyon", "lat": 45.76})]
+    changes = [
+        ("old1", {"attributes": {"age": 31, "vip": True}, "timezone": "Europe/Paris"}),
+        ("new1", {"phone": "+14155550134", "push_opt_in": False, "lon": -122.42}),
+        ("old2", {"sms_opt_in": True}),
+        ("new2", {}),
+        ("new1", {"attributes": {"plan": "pro"}, "language": "en", "push_opt_in": True}),  # repeated: in order
+        ("old1", {"attributes": {"age": 32}, "region": ""}),
+    ]
+    with session_scope() as s:
+        for app_id in (app_a, app_b):
+            people.upsert_users(s, app_id, start)
+    with session_scope() as s:
+        result = people.upsert_users(s, app_a, changes)
+        assert people.upsert_profiles(s, app_b, changes) == (2, 2)
+    assert sum(created for _, created in result.values()) == 2
+    a, b = profiles(app_a), profiles(app_b)
+    assert a == b and len(a) == 4
+    assert a["old1"][1] == {"tier": "gold", "age": 32, "vip": True} and a["new1"][1] == {"plan": "pro"}
+
+
+def test_upsert_profiles_applies_rows_created_meanwhile_as_updates(app_keys):
+    """A user inserted by a concurrent transaction between our look-up and our insert is updated, not lost."""
+    import threading
+
+    app_id = app_keys[0]
+    other = db.get_engine().connect()
+    other.begin()
+    other.execute(sa.insert(User).values(app_id=app_id, external_id="raced", attributes={"a": 1}, sms_opt_in=False,
+                                         push_opt_in=True, created_at=utcnow(), updated_at=utcnow()))
+    outcome = {}
+
+    def upsert():
+        with session_scope() as s:
+            outcome["counts"] = people.upsert_profiles(s, app_id, [("raced", {"attributes": {"b": 2}, "city": "Oslo"}),
+                                                                   ("fresh", {"city": "Rome"})])
+
+    thread = threading.Thread(target=upsert)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive()  # waiting on the uncommitted "raced"
+    other.commit()
+    other.close()
+    thread.join(10)
+    assert outcome["counts"] == (1, 1)
+    rows = profiles(app_id)
+    assert rows["raced"][1] == {"a": 1, "b": 2} and rows["raced"][PROFILE_COLUMNS.index("city")] == "Oslo"
+    assert rows["fresh"][PROFILE_COLUMNS.index("city")] == "Rome"
+
+
+def test_long_language_tag_is_a_row_error_not_a_crash(api, run_jobs):
+    tag = "en-" + "-".join(["abcdefgh"] * 4)  # a well-formed tag, wider than the column
+    r = upload(api, f"external_id,language\nu1,{tag}\nu2,en\n")
+    run_jobs()
+    report = api.get(f"/imports/{r.json['id']}").json
+    assert report["status"] == "finished" and report["imported_rows"] == 1
+    assert [(e["line"], e["field"]) for e in report["errors"]] == [(2, "language")]
+    assert api.put("/users/u3", json={"language": tag}).status_code == 422
