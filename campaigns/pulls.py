@@ -17,13 +17,22 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from campaigns.models import Campaign, CampaignRun, CampaignStatus, Delivery, DeliveryStatus, Hook, Interaction
+from campaigns.models import (
+    Campaign,
+    CampaignRun,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+    Hook,
+    Interaction,
+)
 from campaigns.service import render_for
 from campaigns.targeting import Arm, CompiledCampaign
 from campaigns.templates import RenderError
 from segments.models import User
 from segments.query import Profile, compile_predicate, load_profile
 from segments.query.ast import Or
+from segments.query.memory import DeviceView, EventView, event_windows
 from tidings.db import insert_for, utcnow
 from tidings.errors import NotFoundError
 
@@ -68,30 +77,52 @@ class Snapshot:
         self.hooks = {h.key: h.default for h in session.scalars(sa.select(Hook).where(Hook.app_id == app_id))}
         nodes = [n for p in self.inapp + self.config for n in p.compiled.nodes()]
         self.query = Or(tuple(nodes))
-        self._predicates: tuple[int, dict] | None = None
-        self._lock = threading.Lock()
+        self.windows = sorted(event_windows(self.query).items())  # the events the segments look at
+        # Campaigns often target the same segments: equal conditions share one slot, evaluated
+        # once per pull.
+        self._distinct: list = []
+        self._slot: dict[int, int] = {}
+        slots: dict = {}
+        for node in nodes:
+            if node not in slots:
+                slots[node] = len(self._distinct)
+                self._distinct.append(node)
+            self._slot[id(node)] = slots[node]
+        self._predicates: tuple[int, list] | None = None
 
-    def predicates(self, now: dt.datetime) -> dict[int, Callable[[Profile], bool]]:
-        """Compiled predicates for every node, reused within the same second."""
+    def predicates(self, now: dt.datetime) -> list[Callable[[Profile], bool]]:
+        """A compiled predicate per distinct condition, reused within the same second."""
         second = int(now.timestamp())
         cached = self._predicates
         if cached is not None and cached[0] == second:
             return cached[1]
-        compiled = {}
-        for p in self.inapp + self.config:
-            for node in p.compiled.nodes():
-                compiled[id(node)] = compile_predicate(node, now)
+        compiled = [compile_predicate(node, now) for node in self._distinct]
         self._predicates = (second, compiled)
         return compiled
 
-    def arm_for(self, pulled: Pulled, profile: Profile, external_id: str, now: dt.datetime) -> Arm | None:
-        c, preds = pulled.compiled, self.predicates(now)
-        if c.audience is not None and not preds[id(c.audience)](profile):
-            return None
-        for index, node in enumerate(c.targets):
-            if node is None or preds[id(node)](profile):
-                return c.split(index, external_id)
-        return None
+    def arms(self, pulled: list[Pulled], profile: Profile, external_id: str,
+             now: dt.datetime) -> dict[int, Arm | None]:
+        """Each campaign's arm for this person: the first target whose segment matches (None when
+        outside the audience or every target)."""
+        preds, slot, seen = self.predicates(now), self._slot, {}
+
+        def matches(node) -> bool:
+            index = slot[id(node)]
+            found = seen.get(index)
+            if found is None:
+                found = seen[index] = preds[index](profile)
+            return found
+
+        out: dict[int, Arm | None] = {}
+        for p in pulled:
+            c, arm = p.compiled, None
+            if c.audience is None or matches(c.audience):
+                for index, node in enumerate(c.targets):
+                    if node is None or matches(node):
+                        arm = c.split(index, external_id)
+                        break
+            out[p.id] = arm
+        return out
 
 
 _snapshots: dict[int, Snapshot] = {}
@@ -109,8 +140,141 @@ def snapshot(session: Session, app_id: int, version: int) -> Snapshot:
     return current
 
 
-def _user(session: Session, app_id: int, external_id: str) -> User | None:
-    return session.scalar(sa.select(User).where(User.app_id == app_id, User.external_id == external_id))
+# -- one person, read once per pull ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Held:
+    """A delivery the person already has of one of the pulled campaigns."""
+
+    id: int
+    campaign_id: int
+    dedupe_key: str
+    status: str
+    variant: str | None
+    content: dict | None
+    sent_at: dt.datetime | None
+    send_after: dt.datetime
+    dismissed: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Person:
+    """One person as a pull sees them: fields for templates, the profile segments see, what they hold."""
+
+    id: int
+    app_id: int
+    external_id: str
+    attributes: dict
+    language: str | None
+    country: str | None
+    region: str | None
+    city: str | None
+    timezone: str | None
+    profile: Profile
+    held: tuple[Held, ...]
+
+
+def load_person(session: Session, snap: Snapshot, external_id: str, campaign_ids: list[int],
+                now: dt.datetime) -> Person | None:
+    """The person, their devices, the events the snapshot's segments look at, and their deliveries
+    of `campaign_ids`: on PostgreSQL in one round trip, elsewhere through the ORM (tests check the
+    two agree)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _load_person_pg(session, snap, external_id, campaign_ids, now)
+    return _load_person_orm(session, snap, external_id, campaign_ids, now)
+
+
+def _load_person_orm(session: Session, snap: Snapshot, external_id: str, campaign_ids: list[int],
+                     now: dt.datetime) -> Person | None:
+    user = session.scalar(sa.select(User).where(User.app_id == snap.app_id, User.external_id == external_id))
+    if user is None:
+        return None
+    profile = load_profile(session, user, snap.query, now)
+    return Person(user.id, user.app_id, user.external_id, user.attributes or {}, user.language, user.country,
+                  user.region, user.city, user.timezone, profile, _held(session, user.id, campaign_ids))
+
+
+def _held(session: Session, user_id: int, campaign_ids: list[int]) -> tuple[Held, ...]:
+    interactions = Interaction.__table__
+    dismissed = sa.exists().where(interactions.c.delivery_id == deliveries.c.id, interactions.c.type == "dismiss")
+    return tuple(Held(*row) for row in session.execute(
+        sa.select(deliveries.c.id, deliveries.c.campaign_id, deliveries.c.dedupe_key, deliveries.c.status,
+                  deliveries.c.variant, deliveries.c.content, deliveries.c.sent_at, deliveries.c.send_after,
+                  dismissed)
+        .where(deliveries.c.user_id == user_id, deliveries.c.campaign_id.in_(campaign_ids))
+        .order_by(deliveries.c.id)))
+
+
+# Devices, events and deliveries come back as JSON arrays, timestamps as UTC ISO text. Only
+# bind parameters: the event windows are arrays (a NULL cutoff looks back forever).
+_PERSON_COLUMNS = """
+       u.id, u.attributes, u.language, u.timezone, u.country, u.region, u.city, u.lat, u.lon,
+       u.sms_opt_in, u.push_opt_in, u.created_at, u.last_seen_at,
+       (SELECT json_agg(json_build_array(d.platform, d.device_type, d.os_version, d.app_version,
+                                         d.os_version_key, d.app_version_key) ORDER BY d.id)
+          FROM devices d WHERE d.user_id = u.id),
+       (SELECT json_agg(json_build_array(e.name, e.time AT TIME ZONE 'UTC', e.properties) ORDER BY e.time, e.id)
+          FROM unnest(%(names)s::text[], %(cutoffs)s::timestamptz[]) AS w(name, cutoff)
+          JOIN events e ON e.user_id = u.id AND e.app_id = u.app_id AND e.name = w.name
+                       AND (w.cutoff IS NULL OR e.time >= w.cutoff)),
+       (SELECT json_agg(json_build_array(dl.id, dl.campaign_id, dl.dedupe_key, dl.status, dl.variant, dl.content,
+                                         dl.sent_at AT TIME ZONE 'UTC', dl.send_after AT TIME ZONE 'UTC',
+                                         EXISTS (SELECT 1 FROM interactions i
+                                                  WHERE i.delivery_id = dl.id AND i.type = 'dismiss'))
+                        ORDER BY dl.id)
+          FROM deliveries dl WHERE dl.user_id = u.id AND dl.campaign_id = ANY(%(campaigns)s::bigint[]))"""
+_PERSON_SQL = f"""SELECT {_PERSON_COLUMNS}
+  FROM users u WHERE u.app_id = %(app_id)s AND u.external_id = %(external_id)s"""
+# The read-only fast path (see read_only_pull): the same, with the app's config version, and only
+# while the caller's key is still one of the app's keys.
+_KEYED_PERSON_SQL = f"""SELECT a.config_version, {_PERSON_COLUMNS}
+  FROM apps a LEFT JOIN users u ON u.app_id = a.id AND u.external_id = %(external_id)s
+ WHERE a.id = %(app_id)s AND (a.client_key_hash = %(digest)s OR a.server_key_hash = %(digest)s)"""
+
+
+def _utc(text: str | None) -> dt.datetime | None:
+    return None if text is None else dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.astimezone(dt.UTC)
+
+
+def _load_person_pg(session: Session, snap: Snapshot, external_id: str, campaign_ids: list[int],
+                    now: dt.datetime) -> Person | None:
+    row = session.connection().exec_driver_sql(
+        _PERSON_SQL, _person_params(snap, external_id, campaign_ids, now)).first()
+    return None if row is None else _person(snap, external_id, row)
+
+
+def _person_params(snap: Snapshot, external_id: str, campaign_ids: list[int], now: dt.datetime) -> dict:
+    cutoffs = []
+    for _, window in snap.windows:
+        try:
+            cutoffs.append(None if window is None else now - window)
+        except OverflowError:
+            cutoffs.append(None)
+    return {"app_id": snap.app_id, "external_id": external_id, "names": [name for name, _ in snap.windows],
+            "cutoffs": cutoffs, "campaigns": campaign_ids}
+
+
+def _person(snap: Snapshot, external_id: str, row) -> Person | None:
+    if row[0] is None:
+        return None
+    (user_id, attributes, language, timezone, country, region, city, lat, lon, sms_opt_in, push_opt_in,
+     created_at, last_seen_at, devices, events, held) = row
+    attributes = attributes if attributes is not None else {}
+    profile = Profile(
+        attributes=attributes, language=language, timezone=timezone, country=country, region=region, city=city,
+        lat=lat, lon=lon, sms_opt_in=sms_opt_in, push_opt_in=push_opt_in, created_at=_aware(created_at),
+        last_seen_at=_aware(last_seen_at), id=user_id,
+        devices=tuple(DeviceView(*d) for d in devices or ()),
+        events=tuple(EventView(name, _utc(time), props if props is not None else {}) for name, time, props in events or ()),
+    )
+    return Person(user_id, snap.app_id, external_id, attributes, language, country, region, city, timezone, profile,
+                  tuple(Held(i, c, k, st, v, content, _utc(sent), _utc(after), dismissed)
+                        for i, c, k, st, v, content, sent, after, dismissed in held or ()))
 
 
 def _record(session: Session, rows: list[dict]) -> None:
@@ -120,7 +284,7 @@ def _record(session: Session, rows: list[dict]) -> None:
             index_elements=["campaign_id", "user_id", "dedupe_key"]), rows)
 
 
-def _new_row(pulled: Pulled, user: User, arm: Arm, content, now: dt.datetime) -> dict:
+def _new_row(pulled: Pulled, user: Person, arm: Arm, content, now: dt.datetime) -> dict:
     return {"app_id": user.app_id, "campaign_id": pulled.id, "run_id": pulled.run_id, "user_id": user.id,
             "dedupe_key": f"run:{pulled.run_id}", "target_index": arm.target_index, "variant": arm.variant,
             "control": arm.control, "status": S.CONTROL if arm.control else S.SENT,
@@ -133,47 +297,54 @@ def inapp_messages(session: Session, app_id: int, version: int, external_id: str
     """What running in-app campaigns hold for this person now (CONTRACT.md shape)."""
     now = now or utcnow()
     snap = snapshot(session, app_id, version)
-    user = _user(session, app_id, external_id) if snap.inapp else None
-    if user is None:
+    if not snap.inapp:
         return []
-    profile = load_profile(session, user, snap.query, now)
     ids = [p.id for p in snap.inapp]
-    existing = _deliveries_of(session, user.id, ids)
-    dismissed = set(session.scalars(sa.select(Interaction.delivery_id).where(
-        Interaction.delivery_id.in_([d.id for d in existing]), Interaction.type == "dismiss"))) if existing else set()
-    by_campaign: dict[int, list] = {}
-    for d in existing:
-        by_campaign.setdefault(d.campaign_id, []).append(d)
+    person = load_person(session, snap, external_id, ids, now)
+    if person is None:
+        return []
+    arms, new_rows, due = _inapp_plan(snap, person, now)
+    for pulled, delivery_id, arm in due:
+        _settle_triggered(session, pulled, person, delivery_id, arm, now)
+    _record(session, new_rows)
+    held = person.held
+    if new_rows or due:
+        session.flush()
+        held = _held(session, person.id, ids)
+    return _inapp_shown(snap, held, arms, now)
 
-    arms = {p.id: snap.arm_for(p, profile, user.external_id, now) for p in snap.inapp}
-    new_rows, changed = [], False
+
+def _inapp_plan(snap: Snapshot, person: Person, now: dt.datetime):
+    """(arm per campaign, first-pull rows to record, triggered sends now due to settle)."""
+    by_campaign: dict[int, list[Held]] = {}
+    for d in person.held:
+        by_campaign.setdefault(d.campaign_id, []).append(d)
+    arms = snap.arms(snap.inapp, person.profile, person.external_id, now)
+    new_rows, due = [], []
     for pulled in snap.inapp:
         arm = arms[pulled.id]
         rows = by_campaign.get(pulled.id, [])
-        if pulled.triggered:
-            for d in rows:  # sends waiting for their delay: decided at first pull after it
-                if d.status == S.PENDING and d.send_after <= now:
-                    _settle_triggered(session, pulled, user, d.id, arm, now)
-                    changed = True
+        if pulled.triggered:  # sends waiting for their delay: decided at the first pull after it
+            due += [(pulled, d.id, arm) for d in rows if d.status == S.PENDING and d.send_after <= now]
             continue
         if arm is None or any(d.dedupe_key == f"run:{pulled.run_id}" for d in rows):
             continue
         content = None
         if not arm.control:
             try:
-                content = render_for(pulled.compiled, arm, user)
+                content = render_for(pulled.compiled, arm, person)
             except RenderError:
                 continue  # a bad value for this person: show nothing rather than a broken message
-        new_rows.append(_new_row(pulled, user, arm, content, now))
-    _record(session, new_rows)
-    if new_rows or changed:
-        session.flush()
-        existing = _deliveries_of(session, user.id, ids)
+        new_rows.append(_new_row(pulled, person, arm, content, now))
+    return arms, new_rows, due
+
+
+def _inapp_shown(snap: Snapshot, held: tuple[Held, ...], arms: dict, now: dt.datetime) -> list[dict]:
     live = {p.id: p for p in snap.inapp}
     messages = []
-    for d in existing:
+    for d in held:
         pulled = live[d.campaign_id]
-        if d.status not in (S.SENT, S.DELIVERED) or d.id in dismissed or d.content is None:
+        if d.status not in (S.SENT, S.DELIVERED) or d.dismissed or d.content is None:
             continue
         if not pulled.triggered and arms[pulled.id] is None:
             continue  # no longer in the audience
@@ -186,15 +357,7 @@ def inapp_messages(session: Session, app_id: int, version: int, external_id: str
     return messages
 
 
-def _deliveries_of(session: Session, user_id: int, campaign_ids: list[int]) -> list[sa.Row]:
-    return session.execute(
-        sa.select(deliveries.c.id, deliveries.c.campaign_id, deliveries.c.dedupe_key, deliveries.c.status,
-                  deliveries.c.variant, deliveries.c.content, deliveries.c.sent_at, deliveries.c.send_after)
-        .where(deliveries.c.user_id == user_id, deliveries.c.campaign_id.in_(campaign_ids))
-        .order_by(deliveries.c.id)).all()
-
-
-def _settle_triggered(session: Session, pulled: Pulled, user: User, delivery_id: int, arm: Arm | None,
+def _settle_triggered(session: Session, pulled: Pulled, user: Person, delivery_id: int, arm: Arm | None,
                       now: dt.datetime) -> None:
     if arm is None:
         session.execute(sa.delete(deliveries).where(deliveries.c.id == delivery_id, deliveries.c.status == S.PENDING))
@@ -219,37 +382,69 @@ def hook_values(session: Session, app_id: int, version: int, external_id: str,
     """Every hook's value for this person and the campaign arms that set them."""
     now = now or utcnow()
     snap = snapshot(session, app_id, version)
+    person = load_person(session, snap, external_id, [p.id for p in snap.config], now) if snap.config else None
+    values, new_rows = _hooks_plan(snap, person, external_id, now)
+    _record(session, new_rows)
+    return values
+
+
+def _hooks_plan(snap: Snapshot, person: Person | None, external_id: str, now: dt.datetime) -> tuple[dict, list[dict]]:
+    """(the pull's answer, first-pull rows to record)."""
     values = dict(snap.hooks)
     assignments: list[dict] = []
-    if not snap.config:
-        return {"hooks": values, "assignments": assignments}
-    user = _user(session, app_id, external_id)
-    if user is not None:
-        profile = load_profile(session, user, snap.query, now)
-        recorded = set(session.scalars(sa.select(deliveries.c.campaign_id).where(
-            deliveries.c.user_id == user.id, deliveries.c.campaign_id.in_([p.id for p in snap.config]))))
+    if person is not None:
+        profile, recorded = person.profile, {d.campaign_id for d in person.held}
     else:  # not known yet: defaults and segment-free targets only, nothing recorded
         profile, recorded = Profile(), set()
     new_rows = []
+    arms = snap.arms(snap.config, profile, external_id, now)
     for pulled in snap.config:
-        arm = snap.arm_for(pulled, profile, external_id, now)
+        arm = arms[pulled.id]
         if arm is None:
             continue
         content = None
         if not arm.control:
             try:
-                content = render_for(pulled.compiled, arm, user or _anonymous(external_id))
+                content = render_for(pulled.compiled, arm, person or _anonymous(external_id))
             except RenderError:
                 continue
             for key, value in content["hooks"].items():
                 if key in values:
                     values[key] = value
             assignments.append({"campaign_id": pulled.id, "variant": arm.variant})
-        if user is not None and pulled.id not in recorded:
-            new_rows.append(_new_row(pulled, user, arm, content, now))
-    if new_rows:
-        _record(session, new_rows)
-    return {"hooks": values, "assignments": assignments}
+        if person is not None and pulled.id not in recorded:
+            new_rows.append(_new_row(pulled, person, arm, content, now))
+    return {"hooks": values, "assignments": assignments}, new_rows
+
+
+def read_only_pull(cursor, kind: str, app_id: int, key_digest: str, external_id: str,
+                   now: dt.datetime | None = None) -> dict | None:
+    """The answer of a pull (`kind` "inapp" or "hooks") that writes nothing, in one statement on a
+    PostgreSQL driver `cursor`; None when the pull must go the full way (`inapp_messages` /
+    `hook_values`, the authority): no snapshot of the app in this process yet, the app's config
+    changed since, the key is no longer one of the app's, or the pull would record a delivery or
+    settle a triggered send. Whatever it answers, the full way would have answered too."""
+    now = now or utcnow()
+    snap = _snapshots.get(app_id)
+    if snap is None:
+        return None
+    pulled = snap.inapp if kind == "inapp" else snap.config
+    params = _person_params(snap, external_id, [p.id for p in pulled], now)
+    params["digest"] = key_digest
+    cursor.execute(_KEYED_PERSON_SQL, params, prepare=True)
+    row = cursor.fetchone()
+    if row is None or row[0] != snap.version:
+        return None
+    person = _person(snap, external_id, row[1:])
+    if kind == "hooks":
+        values, new_rows = _hooks_plan(snap, person if snap.config else None, external_id, now)
+        return None if new_rows else values
+    if person is None or not snap.inapp:
+        return {"messages": []}
+    arms, new_rows, due = _inapp_plan(snap, person, now)
+    if new_rows or due:
+        return None
+    return {"messages": _inapp_shown(snap, person.held, arms, now)}
 
 
 def _anonymous(external_id: str):
