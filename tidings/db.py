@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import math
+import os
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -238,3 +240,42 @@ def one_of(session: Session, column: sa.ColumnElement, values: list) -> sa.Colum
 
         return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(values)
+
+
+class KeptConnections:
+    """Autocommit driver connections a process keeps for its hottest read-only or single-statement
+    requests (WSGI fast paths), each with its cursor (a new cursor per call costs more than the
+    call). Taken out of the engine's pool for good, so they were opened with the engine's connect
+    arguments and events, and no use pays a checkout pre-ping or BEGIN/COMMIT round trips. Shared
+    by threads; never used across a fork."""
+
+    def __init__(self, max_idle: int = 8) -> None:
+        self.max_idle = max_idle
+        self._idle: list = []
+        self._engine = None
+        self._pid: int | None = None
+
+    def take(self, engine: sa.Engine):
+        """(pool proxy, cursor) for one statement; `give_back` or `discard` it after."""
+        if self._engine is not engine or self._pid != os.getpid():
+            # Another engine (tests) or a forked child: never use the parent's sockets.
+            self._idle, self._engine, self._pid = [], engine, os.getpid()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pooled = engine.raw_connection()
+            pooled.driver_connection.autocommit = True
+            return pooled, pooled.driver_connection.cursor()
+
+    def give_back(self, held) -> None:
+        if len(self._idle) < self.max_idle and self._pid == os.getpid():
+            self._idle.append(held)
+        else:  # back to the pool as the pool gave it: sessions expect transactions
+            held[0].driver_connection.autocommit = False
+            held[0].close()
+
+    def discard(self, held) -> None:
+        try:
+            held[0].invalidate()
+        except Exception:  # it may be broken already; we only let go of it
+            logging.getLogger(__name__).debug("discarding a kept connection failed", exc_info=True)

@@ -8,10 +8,11 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
 def init_app(app) -> None:
-    from tidings.api import errors
+    from tidings.api import errors, fastpull
 
     app.register_blueprint(bp)
     errors.init_app(app)
+    app.wsgi_app = fastpull.PullFastPath(app.wsgi_app)
 
 
 # Route modules attach their views (and auth its before_request hook) to `bp` on import.

@@ -9,6 +9,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from tidings.errors import RateLimitedError, TidingsError
+from tidings.limits import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,10 @@ def init_app(app) -> None:
         if not (request.path.startswith("/api/") or request.path.startswith("/webhooks/")):
             return exc
         status = exc.code or 500
-        return error_response(status, HTTP_CODES.get(status, "error"), exc.description or exc.name)
+        response = error_response(status, HTTP_CODES.get(status, "error"), exc.description or exc.name)
+        if status == 429:  # flask-limiter refused it
+            response.headers["Retry-After"] = str(retry_after())
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
