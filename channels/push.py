@@ -260,10 +260,7 @@ class FCMPush(Channel):
                 for i, _ in built:
                     results[i] = exc
                 built = []
-        if len(built) == 1:
-            outcomes = [self._send_one_captured(built[0][1])]
-        else:
-            outcomes = self._pool().map(self._send_one_captured, [m for _, m in built])
+        outcomes = self._map(self._send_one_captured, [m for _, m in built])
         for (i, _), outcome in zip(built, outcomes):
             results[i] = outcome
         return results  # type: ignore[return-value] - every slot is filled

@@ -286,9 +286,12 @@ class PooledAdapter(requests.adapters.BaseAdapter):
 
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout=None, verify=True,
              cert=None, proxies=None) -> requests.Response:
+        return self._send(request, dict(request.headers), timeout)
+
+    def _send(self, request: requests.PreparedRequest, headers: dict[str, str], timeout) -> requests.Response:
+        """Send `request` with `headers` (a plain dict we may change) as the wire headers."""
         parts = urlsplit(request.url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = dict(request.headers)
         headers["Accept-Encoding"] = "identity"
         body = request.body.encode("utf-8") if isinstance(request.body, str) else request.body
         if isinstance(timeout, tuple):
@@ -341,42 +344,51 @@ class PooledSession(requests.Session):
     def request(self, method, url, params=None, data=None, headers=None, cookies=None, files=None, auth=None,
                 timeout=None, allow_redirects=True, proxies=None, hooks=None, stream=None, verify=None, cert=None,
                 json=None):
-        adapter = None
+        wire = None
         if not (params or cookies or files or auth or proxies or hooks or stream or cert or verify is False
                 or (data and not isinstance(data, (str, bytes))) or self._has_settings()):
             adapter = self.get_adapter(url)
-        merged = None
-        if isinstance(adapter, PooledAdapter):
-            merged = requests.structures.CaseInsensitiveDict(self.headers)
-            if headers:
-                merged.update(headers)
-            for name, value in list(merged.items()):
-                if value is None:
-                    del merged[name]
-                elif not isinstance(value, str):
-                    merged = None  # bytes or other values: requests knows their rules
-                    break
-        if merged is None:
+            if isinstance(adapter, PooledAdapter):
+                wire = _merge_headers(self.headers, headers)
+        if wire is None:
             return super().request(method, url, params=params, data=data, headers=headers, cookies=cookies,
                                    files=files, auth=auth, timeout=timeout, allow_redirects=allow_redirects,
                                    proxies=proxies, hooks=hooks, stream=stream, verify=verify, cert=cert, json=json)
         if not data and json is not None:  # as requests: JSON only without a body, never NaN
             body = jsonlib.dumps(json, allow_nan=False).encode("utf-8")
-            if "content-type" not in merged:
-                merged["Content-Type"] = "application/json"
+            if not any(name.lower() == "content-type" for name in wire):
+                wire["Content-Type"] = "application/json"
         else:
             body = data or None
         prepared = requests.PreparedRequest()
         prepared.method = str(method).upper()
         prepared.url = url
-        prepared.headers = merged
+        prepared.headers = requests.structures.CaseInsensitiveDict(wire)
         prepared.body = body
-        return adapter.send(prepared, timeout=timeout)
+        return adapter._send(prepared, wire, timeout)  # noqa: SLF001 - our own adapter
 
     def _has_settings(self) -> bool:
         """Whether session-wide settings the short path does not apply are set."""
         return bool(self.trust_env or self.auth or self.params or self.proxies or self.cert or self.stream
-                    or self.verify is not True or len(self.cookies) or any(self.hooks.values()))
+                    or self.verify is not True or any(self.hooks.values())
+                    or next(iter(self.cookies), None) is not None)
+
+
+def _merge_headers(session_headers: Mapping[str, object], headers: Mapping[str, object] | None) -> dict[str, str] | None:
+    """Session headers overridden by request headers, names compared case-insensitively and
+    headers set to None dropped, as requests merges them; None when a value is not a `str`
+    (bytes and the like: requests' path knows their rules)."""
+    merged = {name.lower(): (name, value) for name, value in session_headers.items()}
+    if headers:
+        merged.update({name.lower(): (name, value) for name, value in headers.items()})
+    wire = {}
+    for name, value in merged.values():
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return None
+        wire[name] = value
+    return wire
 
 
 def _quote_table() -> dict[int, str]:
