@@ -172,27 +172,34 @@ class Person:
     city: str | None
     timezone: str | None
     profile: Profile
-    held: tuple[Held, ...]
+    held: tuple[Held, ...]  # empty unless loaded `with_deliveries`
+    recorded: frozenset[int]  # the campaigns (of those asked about) they have a delivery of
 
 
 def load_person(session: Session, snap: Snapshot, external_id: str, campaign_ids: list[int],
-                now: dt.datetime) -> Person | None:
+                now: dt.datetime, with_deliveries: bool = True) -> Person | None:
     """The person, their devices, the events the snapshot's segments look at, and their deliveries
-    of `campaign_ids`: on PostgreSQL in one round trip, elsewhere through the ORM (tests check the
-    two agree)."""
+    of `campaign_ids` (or only which of them they have one of): on PostgreSQL in one round trip,
+    elsewhere through the ORM (tests check the two agree)."""
     if session.get_bind().dialect.name == "postgresql":
-        return _load_person_pg(session, snap, external_id, campaign_ids, now)
-    return _load_person_orm(session, snap, external_id, campaign_ids, now)
+        return _load_person_pg(session, snap, external_id, campaign_ids, now, with_deliveries)
+    return _load_person_orm(session, snap, external_id, campaign_ids, now, with_deliveries)
 
 
 def _load_person_orm(session: Session, snap: Snapshot, external_id: str, campaign_ids: list[int],
-                     now: dt.datetime) -> Person | None:
+                     now: dt.datetime, with_deliveries: bool = True) -> Person | None:
     user = session.scalar(sa.select(User).where(User.app_id == snap.app_id, User.external_id == external_id))
     if user is None:
         return None
     profile = load_profile(session, user, snap.query, now)
+    if with_deliveries:
+        held = _held(session, user.id, campaign_ids)
+        recorded = frozenset(d.campaign_id for d in held)
+    else:
+        held, recorded = (), frozenset(session.scalars(sa.select(deliveries.c.campaign_id).where(
+            deliveries.c.user_id == user.id, deliveries.c.campaign_id.in_(campaign_ids))))
     return Person(user.id, user.app_id, user.external_id, user.attributes or {}, user.language, user.country,
-                  user.region, user.city, user.timezone, profile, _held(session, user.id, campaign_ids))
+                  user.region, user.city, user.timezone, profile, held, recorded)
 
 
 def _held(session: Session, user_id: int, campaign_ids: list[int]) -> tuple[Held, ...]:
@@ -218,19 +225,27 @@ _PERSON_COLUMNS = """
           FROM unnest(%(names)s::text[], %(cutoffs)s::timestamptz[]) AS w(name, cutoff)
           JOIN events e ON e.user_id = u.id AND e.app_id = u.app_id AND e.name = w.name
                        AND (w.cutoff IS NULL OR e.time >= w.cutoff)),
+"""
+_HELD = """
        (SELECT json_agg(json_build_array(dl.id, dl.campaign_id, dl.dedupe_key, dl.status, dl.variant, dl.content,
                                          dl.sent_at AT TIME ZONE 'UTC', dl.send_after AT TIME ZONE 'UTC',
                                          EXISTS (SELECT 1 FROM interactions i
                                                   WHERE i.delivery_id = dl.id AND i.type = 'dismiss'))
                         ORDER BY dl.id)
           FROM deliveries dl WHERE dl.user_id = u.id AND dl.campaign_id = ANY(%(campaigns)s::bigint[]))"""
-_PERSON_SQL = f"""SELECT {_PERSON_COLUMNS}
-  FROM users u WHERE u.app_id = %(app_id)s AND u.external_id = %(external_id)s"""
+# Hook pulls only ask which campaigns the person has a delivery of: an index-only scan.
+_RECORDED = """
+       (SELECT array_agg(DISTINCT dl.campaign_id)
+          FROM deliveries dl WHERE dl.user_id = u.id AND dl.campaign_id = ANY(%(campaigns)s::bigint[]))"""
+# By `with_deliveries`.
+_PERSON_SQL = {full: f"""SELECT {_PERSON_COLUMNS} {_HELD if full else _RECORDED}
+  FROM users u WHERE u.app_id = %(app_id)s AND u.external_id = %(external_id)s""" for full in (True, False)}
 # The read-only fast path (see read_only_pull): the same, with the app's config version, and only
 # while the caller's key is still one of the app's keys.
-_KEYED_PERSON_SQL = f"""SELECT a.config_version, {_PERSON_COLUMNS}
+_KEYED_PERSON_SQL = {full: f"""SELECT a.config_version, {_PERSON_COLUMNS} {_HELD if full else _RECORDED}
   FROM apps a LEFT JOIN users u ON u.app_id = a.id AND u.external_id = %(external_id)s
  WHERE a.id = %(app_id)s AND (a.client_key_hash = %(digest)s OR a.server_key_hash = %(digest)s)"""
+                     for full in (True, False)}
 
 
 def _utc(text: str | None) -> dt.datetime | None:
@@ -242,10 +257,10 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 
 def _load_person_pg(session: Session, snap: Snapshot, external_id: str, campaign_ids: list[int],
-                    now: dt.datetime) -> Person | None:
+                    now: dt.datetime, with_deliveries: bool = True) -> Person | None:
     row = session.connection().exec_driver_sql(
-        _PERSON_SQL, _person_params(snap, external_id, campaign_ids, now)).first()
-    return None if row is None else _person(snap, external_id, row)
+        _PERSON_SQL[with_deliveries], _person_params(snap, external_id, campaign_ids, now)).first()
+    return None if row is None else _person(snap, external_id, row, with_deliveries)
 
 
 def _person_params(snap: Snapshot, external_id: str, campaign_ids: list[int], now: dt.datetime) -> dict:
@@ -259,7 +274,7 @@ def _person_params(snap: Snapshot, external_id: str, campaign_ids: list[int], no
             "cutoffs": cutoffs, "campaigns": campaign_ids}
 
 
-def _person(snap: Snapshot, external_id: str, row) -> Person | None:
+def _person(snap: Snapshot, external_id: str, row, with_deliveries: bool) -> Person | None:
     if row[0] is None:
         return None
     (user_id, attributes, language, timezone, country, region, city, lat, lon, sms_opt_in, push_opt_in,
@@ -272,9 +287,14 @@ def _person(snap: Snapshot, external_id: str, row) -> Person | None:
         devices=tuple(DeviceView(*d) for d in devices or ()),
         events=tuple(EventView(name, _utc(time), props if props is not None else {}) for name, time, props in events or ()),
     )
+    if with_deliveries:
+        held = tuple(Held(i, c, k, st, v, content, _utc(sent), _utc(after), dismissed)
+                     for i, c, k, st, v, content, sent, after, dismissed in held or ())
+        recorded = frozenset(d.campaign_id for d in held)
+    else:
+        held, recorded = (), frozenset(held or ())
     return Person(user_id, snap.app_id, external_id, attributes, language, country, region, city, timezone, profile,
-                  tuple(Held(i, c, k, st, v, content, _utc(sent), _utc(after), dismissed)
-                        for i, c, k, st, v, content, sent, after, dismissed in held or ()))
+                  held, recorded)
 
 
 def _record(session: Session, rows: list[dict]) -> None:
@@ -382,7 +402,8 @@ def hook_values(session: Session, app_id: int, version: int, external_id: str,
     """Every hook's value for this person and the campaign arms that set them."""
     now = now or utcnow()
     snap = snapshot(session, app_id, version)
-    person = load_person(session, snap, external_id, [p.id for p in snap.config], now) if snap.config else None
+    person = (load_person(session, snap, external_id, [p.id for p in snap.config], now, with_deliveries=False)
+              if snap.config else None)
     values, new_rows = _hooks_plan(snap, person, external_id, now)
     _record(session, new_rows)
     return values
@@ -393,7 +414,7 @@ def _hooks_plan(snap: Snapshot, person: Person | None, external_id: str, now: dt
     values = dict(snap.hooks)
     assignments: list[dict] = []
     if person is not None:
-        profile, recorded = person.profile, {d.campaign_id for d in person.held}
+        profile, recorded = person.profile, person.recorded
     else:  # not known yet: defaults and segment-free targets only, nothing recorded
         profile, recorded = Profile(), set()
     new_rows = []
@@ -431,11 +452,12 @@ def read_only_pull(cursor, kind: str, app_id: int, key_digest: str, external_id:
     pulled = snap.inapp if kind == "inapp" else snap.config
     params = _person_params(snap, external_id, [p.id for p in pulled], now)
     params["digest"] = key_digest
-    cursor.execute(_KEYED_PERSON_SQL, params, prepare=True)
+    full = kind == "inapp"
+    cursor.execute(_KEYED_PERSON_SQL[full], params, prepare=True)
     row = cursor.fetchone()
     if row is None or row[0] != snap.version:
         return None
-    person = _person(snap, external_id, row[1:])
+    person = _person(snap, external_id, row[1:], full)
     if kind == "hooks":
         values, new_rows = _hooks_plan(snap, person if snap.config else None, external_id, now)
         return None if new_rows else values

@@ -259,6 +259,9 @@ class KeptConnections:
         """(pool proxy, cursor) for one statement; `give_back` or `discard` it after."""
         if self._engine is not engine or self._pid != os.getpid():
             # Another engine (tests) or a forked child: never use the parent's sockets.
+            if self._pid == os.getpid():
+                for held in self._idle:
+                    self.discard(held)
             self._idle, self._engine, self._pid = [], engine, os.getpid()
         try:
             return self._idle.pop()
