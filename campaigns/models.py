@@ -112,6 +112,11 @@ class Delivery(Base):
         sa.Index("ix_deliveries_batch", "batch_id"),
         sa.Index("ix_deliveries_user", "user_id", "campaign_id"),
         sa.Index("ix_deliveries_campaign", "campaign_id", "target_index", "variant"),
+        # The campaign report: a campaign's deliveries in person order, with everything the report
+        # reads, so it groups people and units and merges with users without sorting or touching
+        # the table (campaigns.reports).
+        sa.Index("ix_deliveries_report", "campaign_id", "user_id", "target_index", "control", "run_id", "variant",
+                 postgresql_include=["status", "sent_at", "dedupe_key", "id"]),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)

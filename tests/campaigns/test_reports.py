@@ -7,6 +7,8 @@ import datetime as dt
 import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy.stats import norm
 
 from campaigns.models import Campaign, CampaignRun, Delivery, DeliveryStatus, Interaction, RunStatus
@@ -159,3 +161,159 @@ def test_report_endpoint(api):
     r = api.get(f"/campaigns/{campaign['id']}/report?format=csv")
     assert r.status_code == 200 and r.mimetype == "text/csv"
     assert api.get(f"/campaigns/{campaign['id']}/report?inactive_days=0").status_code == 422
+
+
+# ---- the statement against the definition, on random campaigns -------------------------------
+
+ARMS = [(0, False, "A"), (0, False, "B"), (0, True, None), (1, False, "A"), (1, True, None), (None, False, "A")]
+STATUSES = list(DeliveryStatus)
+WINDOW = 72
+
+
+def random_campaign(session, rnd) -> Campaign:
+    """A few people with 0-4 deliveries each: several runs, triggered sends sharing a run (units of
+    several deliveries), test sends, every status, interactions of every type, conversion events
+    inside, outside and on the edges of the windows, and last_seen_at around the churn cutoff."""
+    app, _, _ = make_app(session)
+    campaign = Campaign(app_id=app.id, name="Random", channel="sms", status="running", spec=SPEC, version=1)
+    session.add(campaign)
+    session.flush()
+    run_list = []
+    for k in range(rnd.randint(1, 3)):
+        start = RUN_START + dt.timedelta(hours=rnd.randint(0, 48))
+        run = CampaignRun(app_id=app.id, campaign_id=campaign.id, scheduled_for=RUN_START + dt.timedelta(days=k),
+                          status=RunStatus.SENDING, started_at=start, updated_at=start)
+        session.add(run)
+        run_list.append(run)
+    session.flush()
+    for n in range(rnd.randint(1, 14)):
+        seen = rnd.choice([None, NOW - dt.timedelta(days=30), NOW - dt.timedelta(days=31), NOW - dt.timedelta(days=2)])
+        user = User(app_id=app.id, external_id=f"r{n}", attributes={}, last_seen_at=seen)
+        session.add(user)
+        session.flush()
+        arm = rnd.choice(ARMS)  # a person keeps their arm, mostly
+        keys, anchors = set(), []
+        for k in range(rnd.choice([0, 1, 1, 1, 2, 3, 4])):
+            target, control, variant = arm if rnd.random() < 0.8 else rnd.choice(ARMS)
+            run = rnd.choice(run_list)
+            status = rnd.choice(STATUSES)
+            if control:
+                status = rnd.choice([DeliveryStatus.CONTROL, DeliveryStatus.SUPPRESSED])
+            sent_at = (run.started_at + dt.timedelta(minutes=rnd.randint(0, 3000))
+                       if status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED) else None)
+            key = rnd.choice([f"run:{run.id}", f"event:{n}-{k}", f"test:{n}-{k}"])
+            if key in keys:  # unique per campaign and person
+                continue
+            keys.add(key)
+            delivery = Delivery(app_id=app.id, campaign_id=campaign.id, run_id=run.id, user_id=user.id,
+                                dedupe_key=key, target_index=target, control=control, variant=variant, status=status,
+                                sent_at=sent_at, send_after=run.started_at)
+            session.add(delivery)
+            session.flush()
+            anchors += [sent_at] if sent_at else []
+            for kind in ("impression", "click", "dismiss"):
+                if rnd.random() < 0.3:
+                    session.add(Interaction(app_id=app.id, delivery_id=delivery.id, type=kind))
+        for _ in range(rnd.randint(0, 3)):  # around a window's start or end, or anywhere
+            base = rnd.choice(anchors + [r.started_at for r in run_list])
+            when = base + rnd.choice([dt.timedelta(0), dt.timedelta(hours=WINDOW), dt.timedelta(hours=WINDOW, seconds=1),
+                                      dt.timedelta(seconds=-1), dt.timedelta(minutes=rnd.randint(0, 6000))])
+            session.add(Event(app_id=app.id, user_id=user.id, name=rnd.choice(["purchase", "purchase", "app_open"]),
+                              time=when, properties={}))
+    session.commit()
+    return campaign
+
+
+def reference(session, campaign: Campaign, cutoff: dt.datetime) -> tuple[dict, dict]:
+    """The report's definition, computed in Python from the rows: per arm the units (person, run,
+    arm) with any sent/delivered/failed/suppressed delivery or impression/click, and those with a
+    conversion event within WINDOW hours of the unit's first send (control: of the run's start);
+    per target and side the people reached at least once, by last_seen_at."""
+    started = {r.id: r.started_at for r in session.query(CampaignRun).filter_by(campaign_id=campaign.id)}
+    seen_by = {}
+    for i in session.query(Interaction).join(Delivery, Delivery.id == Interaction.delivery_id).filter(
+            Delivery.campaign_id == campaign.id):
+        seen_by.setdefault(i.delivery_id, set()).add(i.type)
+    units: dict = {}
+    for x in session.query(Delivery).filter_by(campaign_id=campaign.id):
+        if x.target_index is None or x.dedupe_key.startswith("test:"):
+            continue
+        u = units.setdefault((x.run_id, x.user_id, x.target_index, x.control, x.variant), {
+            "statuses": set(), "seen": set(), "t0": [], "user": x.user_id})
+        u["statuses"].add(x.status)
+        u["seen"] |= seen_by.get(x.id, set())
+        if x.control:
+            u["t0"].append(started[x.run_id])
+        elif x.status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED):
+            u["t0"].append(x.sent_at)
+    buys = {}
+    for e in session.query(Event).filter_by(app_id=campaign.app_id, name="purchase"):
+        buys.setdefault(e.user_id, []).append(e.time)
+    arms: dict = {}
+    people: dict = {}
+    last_seen = {u.id: u.last_seen_at for u in session.query(User).filter_by(app_id=campaign.app_id)}
+    for (_, user_id, target, control, variant), u in units.items():
+        a = arms.setdefault((target, control, variant), dict.fromkeys(
+            ("users", "sent", "delivered", "failed", "suppressed", "impressions", "clicks", "converted"), 0))
+        st_ = u["statuses"]
+        t0 = min(u["t0"]) if u["t0"] else None
+        a["users"] += 1
+        a["sent"] += bool(st_ & {DeliveryStatus.SENT, DeliveryStatus.DELIVERED})
+        a["delivered"] += DeliveryStatus.DELIVERED in st_
+        a["failed"] += DeliveryStatus.FAILED in st_
+        a["suppressed"] += DeliveryStatus.SUPPRESSED in st_
+        a["impressions"] += "impression" in u["seen"]
+        a["clicks"] += "click" in u["seen"]
+        a["converted"] += t0 is not None and any(t0 <= t <= t0 + dt.timedelta(hours=WINDOW)
+                                                 for t in buys.get(user_id, []))
+        if st_ - {DeliveryStatus.SUPPRESSED}:
+            people.setdefault((target, control), set()).add(user_id)
+    churn = {}
+    for (target, control), who in people.items():
+        seen = [last_seen[w] for w in who]
+        churn.setdefault(target, {})["control" if control else "treated"] = {
+            "users": len(who), "churned": sum(1 for s in seen if s is not None and s < cutoff),
+            "active": sum(1 for s in seen if s is not None and s >= cutoff)}
+    return arms, churn
+
+
+def check_against_reference(session, campaign):
+    from campaigns.reports import _arms
+
+    cutoff = NOW - dt.timedelta(days=30)
+    arms, churn = _arms(session, campaign, 30, NOW)
+    session.rollback()  # the report's SET LOCAL ends with its transaction
+    want_arms, want_churn = reference(session, campaign, cutoff)
+    assert arms == want_arms
+    assert {t: {side: {k: v[k] for k in ("users", "churned", "active")} for side, v in sides.items()}
+            for t, sides in churn.items()} == want_churn
+    data = report(session, campaign, now=NOW)
+    assert data["totals"]["audience"] == sum(a["users"] for a in want_arms.values())
+
+
+SETTINGS = dict(deadline=None, max_examples=40,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@settings(**SETTINGS)
+@given(rnd=st.randoms(use_true_random=False))
+def test_report_equals_its_definition_on_postgresql(session, rnd):
+    check_against_reference(session, random_campaign(session, rnd))
+
+
+@pytest.fixture
+def sqlite_session(tmp_path):
+    from sqlalchemy.orm import Session
+
+    from tests.segments.test_query_sql import sqlite_engine
+
+    engine = sqlite_engine(tmp_path / "report.db")
+    with Session(engine) as s:
+        yield s
+    engine.dispose()
+
+
+@settings(**SETTINGS)
+@given(rnd=st.randoms(use_true_random=False))
+def test_report_equals_its_definition_on_sqlite(sqlite_session, rnd):
+    check_against_reference(sqlite_session, random_campaign(sqlite_session, rnd))
