@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,11 +152,15 @@ def main() -> None:
                 time.sleep(0.1)
         warm = min(args.warm, args.users)
         t0 = time.perf_counter()
-        for i in range(warm):
+
+        def first_pulls(i: int) -> None:
             for kind in ("inapp", "hooks"):
                 req = urllib.request.Request(f"{base}/api/v1/users/u{i}/{kind}",
                                              headers={"Authorization": f"Bearer {client_key}"})
-                urllib.request.urlopen(req, timeout=10).read()
+                urllib.request.urlopen(req, timeout=30).read()
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(first_pulls, range(warm)))
         print(f"warmed {warm:,} people (first pulls write deliveries) in {time.perf_counter() - t0:.1f} s")
         script = Path(tempfile.gettempdir()) / "tidings-inapp.lua"
         script.write_text(f"""
