@@ -161,3 +161,33 @@ def test_long_language_tag_is_a_row_error_not_a_crash(api, run_jobs):
     assert report["status"] == "finished" and report["imported_rows"] == 1
     assert [(e["line"], e["field"]) for e in report["errors"]] == [(2, "language")]
     assert api.put("/users/u3", json={"language": tag}).status_code == 422
+
+
+def test_big_import_validates_in_a_helper_process_with_the_same_outcome(api, run_jobs, monkeypatch):
+    import concurrent.futures
+    import os
+
+    pids = set()
+
+    class Helper(concurrent.futures.ProcessPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            future = super().submit(fn, *args, **kwargs)
+            pids.update(p.pid for p in self._processes.values())
+            return future
+
+    monkeypatch.setattr(imports, "ProcessPoolExecutor", Helper)
+    monkeypatch.setattr(imports, "CHUNK", 3)
+    monkeypatch.setattr(imports, "HELPER_MIN_ROWS", 10)
+    rows = [f"u{i},+1415555{i:04d},US,{'Mars/Base' if i % 7 == 3 else 'UTC'},{i}" for i in range(20)]
+    rows[5] = "u5,12,US,UTC,5"  # a bad phone
+    rows[9] = "u2,,,,99"  # u2 again, later: its attribute changes, the rest stays
+    r = upload(api, "external_id,phone,country,timezone,attr.n\n" + "\n".join(rows) + "\n")
+    run_jobs()
+    assert pids and os.getpid() not in pids  # validated elsewhere
+    report = api.get(f"/imports/{r.json['id']}").json
+    assert report["status"] == "finished" and report["processed_rows"] == 20
+    assert [(e["line"], e["field"]) for e in report["errors"]] == [
+        (5, "timezone"), (7, "phone"), (12, "timezone"), (19, "timezone")]
+    assert report["imported_rows"] == 16
+    u2 = api.get("/users/u2").json
+    assert u2["attributes"] == {"n": 99} and u2["phone"] == "+14155550002" and u2["timezone"] == "UTC"
