@@ -152,3 +152,74 @@ def test_fake_connections_have_nagle_off(fake_twilio, sms_channel):
 
     sockets = [w.get_extra_info("socket") for w in list(fake_twilio._writers)]  # noqa: SLF001
     assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
+
+
+# -- the HTTP server under the fakes ---------------------------------------------------------------
+
+
+class _Echo(FakeHTTPServer):
+    """Answers with the body it got; `/slow` answers 0.3 s late."""
+
+    def handle(self, request):
+        if request.path == "/boom":
+            raise RuntimeError("a bug in the fake")
+        return Response(200, request.body or request.target.encode(), delay=0.3 if request.path == "/slow" else 0.0)
+
+
+def _exchange(url: str, raw: bytes, answers: int, timeout: float = 5.0) -> list[tuple[int, bytes]]:
+    """Send `raw` on one connection and read `answers` responses: (status, body) each."""
+    import socket
+
+    from channels.transport import _read_response
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(raw)
+        rfile = sock.makefile("rb")
+        out = []
+        for _ in range(answers):
+            response, _ = _read_response(rfile, "POST")
+            out.append((response.status, response.data))
+        rfile.close()
+    return out
+
+
+def test_fake_server_answers_pipelined_requests_in_order_even_behind_a_late_one():
+    with _Echo() as server:
+        raw = (b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none"
+               b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n2;x=1\r\n!!\r\n0\r\n\r\n")
+        answers = _exchange(server.url, raw, 3)
+
+    assert answers == [(200, b"/slow"), (200, b"one"), (200, b"two!!")]
+
+
+def test_fake_server_reads_a_body_that_arrives_in_pieces_and_says_100_continue():
+    import socket
+
+    from channels.transport import _read_response
+
+    with _Echo() as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            rfile = sock.makefile("rb")
+            sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n")
+            assert rfile.readline() == b"HTTP/1.1 100 Continue\r\n" and rfile.readline() == b"\r\n"
+            sock.sendall(b"01234")
+            sock.sendall(b"56789")
+            response, _ = _read_response(rfile, "POST")
+            rfile.close()
+
+    assert (response.status, response.data) == (200, b"0123456789")
+
+
+def test_fake_server_refuses_malformed_and_oversized_heads_and_survives_its_own_bugs():
+    with _Echo() as server:
+        bad = _exchange(server.url, b"POST /x HTTP/1.1\r\n bad header\r\n\r\n", 1)
+        huge = _exchange(server.url, b"GET /x HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 1)
+        bug = _exchange(server.url, b"GET /boom HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n", 2)
+        errors = list(server.errors)
+
+    assert bad[0][0] == 400 and huge[0][0] == 431
+    assert bug[0][0] == 500 and bug[1] == (200, b"/after")
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
