@@ -2,6 +2,7 @@
 
     python bench/send.py                          # 100,000 users, 2 workers, sms then push
     python bench/send.py --users 20000 --workers 4 --channels sms
+    python bench/send.py --channels push          # push only
 
 What is timed is the whole path a campaign takes in production: launch -> fan-out job
 (segment SQL, delivery rows, batches) -> RQ send jobs on `tidings worker` processes -> the real
@@ -9,6 +10,11 @@ twilio / firebase-admin clients -> local fakes (in a separate process, so they d
 GIL with anything) -> outcomes recorded. The clock starts at launch and stops when no delivery
 is pending or sending. Data goes into its own PostgreSQL database (`tidings_bench_send`) by
 COPY; Redis database 10 is flushed. Everything runs on 127.0.0.1 and stops by itself.
+
+Besides msg/s it prints CPU per message over the timed run: the send workers' (user + system,
+from /proc), the fakes', and the whole machine's busy CPU (which includes PostgreSQL, Redis,
+this process, and anything else running on the box: compare it with the first two to see how
+much of a figure was lost to neighbours).
 """
 
 from __future__ import annotations
@@ -80,6 +86,20 @@ def load_people(url: str, users: int) -> int:
     return app_id
 
 
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    """CPU seconds all cores have spent busy since boot (everything but idle and iowait)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_campaign(channel: str, app_id: int, env: dict, workers: int) -> dict:
     from campaigns import service
     from campaigns.models import Delivery, DeliveryStatus
@@ -99,6 +119,7 @@ def run_campaign(channel: str, app_id: int, env: dict, workers: int) -> dict:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
     try:
         time.sleep(2.0)  # workers up and listening
+        cpu0, busy0 = sum(_process_cpu(p.pid) for p in procs), _machine_busy()
         t0 = time.perf_counter()
         with db.session_scope() as session:
             run_ids = service.launch(session, session.get(type(campaign), campaign_id), settings)
@@ -119,6 +140,7 @@ def run_campaign(channel: str, app_id: int, env: dict, workers: int) -> dict:
             if time.perf_counter() - t0 > 900:
                 raise SystemExit(f"gave up after 15 minutes: {counts}")
         elapsed = time.perf_counter() - t0
+        workers_cpu, busy = sum(_process_cpu(p.pid) for p in procs) - cpu0, _machine_busy() - busy0
     finally:
         for p in procs:
             p.terminate()
@@ -126,7 +148,8 @@ def run_campaign(channel: str, app_id: int, env: dict, workers: int) -> dict:
             p.wait(timeout=30)
     sent = counts.get(DeliveryStatus.SENT, 0)
     return {"channel": channel, "deliveries": sum(counts.values()), "sent": sent, "seconds": elapsed,
-            "msg_per_s": sent / elapsed, "counts": {str(k): v for k, v in counts.items()}}
+            "msg_per_s": sent / elapsed, "counts": {str(k): v for k, v in counts.items()},
+            "workers_cpu": workers_cpu, "machine_busy": busy}
 
 
 def main() -> None:
@@ -162,16 +185,21 @@ def main() -> None:
     try:
         for channel in args.channels.split(","):
             parent.send("reset")
-            parent.recv()
+            fake_before = parent.recv()
             result = run_campaign(channel, app_id, env, args.workers)
             parent.send("report")
             seen = parent.recv()
+            fake_cpu = sum(seen["times"][:2]) - sum(fake_before[:2])
             result["provider_received"] = seen[channel]
             result["duplicates"] = seen["duplicates"]
             results.append(result)
             print(f"{channel}: {result['sent']:,} sent of {result['deliveries']:,} in {result['seconds']:.1f} s "
                   f"= {result['msg_per_s']:,.0f} msg/s; provider received {result['provider_received']:,}, "
                   f"duplicates {result['duplicates']}; {result['counts']}")
+            per_msg = 1e6 / max(result["deliveries"], 1)
+            print(f"  CPU per message: workers {result['workers_cpu'] * per_msg:.0f} us, fakes {fake_cpu * per_msg:.0f} us, "
+                  f"whole machine {result['machine_busy'] * per_msg:.0f} us "
+                  f"({result['machine_busy'] / result['seconds']:.2f} of {os.cpu_count()} cores busy)")
     finally:
         parent.send("stop")
         fakes.join(timeout=10)
