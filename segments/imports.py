@@ -23,8 +23,11 @@ import gc
 import io
 import math
 import multiprocessing as mp
+import os
 import re
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -373,9 +376,26 @@ def _validator(header: list[str], rows: int) -> Iterator[Callable[[list], Future
 
         yield in_place
         return
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), initializer=gc.disable) as helper:
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), initializer=_helper_started) as helper:
         helper.submit(int).result()  # fork now, before this process starts its writer thread
         yield functools.partial(helper.submit, validate_rows, header)
+
+
+def _helper_started() -> None:
+    gc.disable()  # as in _gc_paused; the helper lives as long as this import
+    # Signals are for the worker to handle (a warm shutdown lets the job, so its helper, finish;
+    # the forked helper would otherwise run RQ's handlers). A worker killed outright leaves the
+    # helper waiting on a pipe it holds both ends of, so it watches its parent instead.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="import-helper-watch", daemon=True).start()
 
 
 def _first(exc: ValidationError) -> tuple[str, str]:
