@@ -23,6 +23,7 @@ transport needs and no more:
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json as jsonlib
 import os
@@ -104,7 +105,7 @@ class ConnectionPool:
         head = self._head(method, path, headers or {}, body)
         conn = self._checkout()
         try:
-            conn.sock.settimeout(self.timeout if timeout is None else timeout)
+            conn.settimeout(self.timeout if timeout is None else timeout)
             conn.sock.sendall(head + body if body else head)
             response, will_close = _read_response(conn.rfile, method)
         except BaseException:
@@ -182,20 +183,26 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class _Connection:
     """A socket and the buffered reader over it, alive across requests."""
 
-    __slots__ = ("sock", "rfile")
+    __slots__ = ("sock", "rfile", "timeout", "poller")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.rfile = sock.makefile("rb")
+        self.timeout = sock.gettimeout()
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+
+    def settimeout(self, timeout: float | None) -> None:
+        if timeout != self.timeout:  # each settimeout is a system call
+            self.sock.settimeout(timeout)
+            self.timeout = timeout
 
     def dropped(self) -> bool:
         """True when an idle connection cannot be reused: an idle socket that is readable has
         seen the server hang up (EOF) or send bytes nobody asked for."""
         if self.sock.fileno() < 0:
             return True
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return bool(poller.poll(0))
+        return bool(self.poller.poll(0))
 
     def close(self) -> None:
         self.rfile.close()
@@ -290,8 +297,7 @@ class PooledAdapter(requests.adapters.BaseAdapter):
 
     def _send(self, request: requests.PreparedRequest, headers: dict[str, str], timeout) -> requests.Response:
         """Send `request` with `headers` (a plain dict we may change) as the wire headers."""
-        parts = urlsplit(request.url)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        path = _request_target(request.url)
         headers["Accept-Encoding"] = "identity"
         body = request.body.encode("utf-8") if isinstance(request.body, str) else request.body
         if isinstance(timeout, tuple):
@@ -316,6 +322,14 @@ class PooledAdapter(requests.adapters.BaseAdapter):
 
     def close(self) -> None:
         self._pool.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _request_target(url: str) -> str:
+    """The path and query of `url`, as the request line carries them (a provider's few URLs
+    come back on every request: parse each once)."""
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 class PooledSession(requests.Session):

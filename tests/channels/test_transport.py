@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -246,3 +247,20 @@ def test_pooled_session_answers_and_failures_are_requests_ones(echo):
         session.close()
     assert caught.value.response is resp and resp.headers["retry-after"] == "3"
     assert resp.json() == {"error": {"status": "NOT_FOUND"}}
+
+
+def test_a_per_request_timeout_applies_on_a_kept_alive_connection():
+    class SlowPath(FakeHTTPServer):
+        def handle(self, request):
+            return Response(200, b"ok", delay=1.0 if request.path == "/slow" else 0.0)
+
+    with SlowPath() as server:
+        pool = ConnectionPool(server.url, timeout=5.0)
+        assert pool.request("GET", "/fast").status == 200
+        with pytest.raises(TimeoutError):
+            pool.request("GET", "/slow", timeout=0.2)
+        assert pool.request("GET", "/fast", timeout=0.5).data == b"ok"
+        started = time.monotonic()
+        assert pool.request("GET", "/slow").data == b"ok"  # back to the pool's 5 s
+        assert time.monotonic() - started >= 0.9
+        pool.close()
