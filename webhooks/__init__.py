@@ -10,7 +10,7 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 def init_app(app) -> None:
     app.register_blueprint(bp)
-    # Signed, forward-moving status callbacks are applied in front of Flask; the rest reach `bp`.
+    # Signed status callbacks for known deliveries are taken in front of Flask; the rest reach `bp`.
     app.wsgi_app = fastpath.StatusFastPath(app, app.wsgi_app)
 
 

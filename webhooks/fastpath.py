@@ -3,21 +3,25 @@
 Twilio sends several status callbacks per SMS, so this is the hottest request Tidings serves.
 `StatusFastPath` wraps the app's WSGI callable and takes only the common case: a POST to
 /webhooks/twilio/status?d={id} whose signature verifies against a token this process already
-trusts, carrying a status that moves the delivery forward. That case costs one autocommit UPDATE
+trusts. A status that moves the delivery costs one autocommit UPDATE
 (`receipts.apply_signed_twilio_status`) on a connection the process keeps: no pool checkout and
 its pre-ping, no BEGIN/COMMIT round trips, no ORM session, no delivery/app lookup, no Flask
-request context. The receipt is committed (durable) before the 204 goes out.
+request context; the receipt is committed (durable) before the 204 goes out. One that moves
+nothing (a duplicate, Twilio's "sent" for a delivery the send job already marked sent, a late
+or unknown status, another message's sid) costs one more primary-key read, which confirms the
+delivery belongs to an app using that token, and is answered 204 as the view would.
 
 Everything else goes on to the Flask view (`webhooks.twilio.twilio_status`) unchanged, which is
 the authority: forged or unsigned requests (403), unknown deliveries (404), malformed input
-(400), duplicates and out-of-order callbacks (204, nothing moves), 21610 failures (which also
-opt the number out), tokens not seen yet, non-PostgreSQL databases, and any error here.
-Handing over is always safe because the fast path's only write is that one guarded statement:
-had it applied, the view finds the delivery already moved and changes nothing.
+(400), 21610 failures (which also opt the number out), tokens not seen yet, non-PostgreSQL
+databases, other query forms, and any error here. Handing over is always safe because the fast
+path's only write is that one guarded statement: had it applied, the view finds the delivery
+already moved and changes nothing.
 
 Tokens are guesses, never authority: the signature is checked with the env token and app tokens
-the view has verified before, and the UPDATE itself requires the delivery's app to use the token
-that verified (read in the same statement), so a rotated or changed token takes effect at once.
+the view has verified before, and the statements themselves require the delivery's app to use
+the token that verified (read in the same statement), so a rotated or changed token takes
+effect at once.
 """
 
 from __future__ import annotations
@@ -182,7 +186,8 @@ class StatusFastPath:
         return self.wsgi_app(environ, start_response)
 
     def apply(self, environ) -> bool:
-        """True when the callback was verified and moved its delivery; False: the view decides."""
+        """True when the callback was verified and taken (applied, or a no-op the view would also
+        answer 204 to); False: the view decides."""
         match = _QUERY.fullmatch(environ.get("QUERY_STRING", ""))
         signature = environ.get("HTTP_X_TWILIO_SIGNATURE")
         engine = db.engine
@@ -216,7 +221,7 @@ class StatusFastPath:
         status = form.get("MessageStatus") or form.get("SmsStatus") or ""
         held = _connections.take(engine)
         try:
-            applied = receipts.apply_signed_twilio_status(held[1], delivery_id, sid, status, form.get("ErrorCode"),
+            receipt = receipts.apply_signed_twilio_status(held[1], delivery_id, sid, status, form.get("ErrorCode"),
                                                           token, settings.twilio_auth_token, utcnow())
         except BaseException:
             # A dead connection (server restart, network) or worse: whether or not the UPDATE
@@ -224,4 +229,4 @@ class StatusFastPath:
             _connections.discard(held)
             raise
         _connections.give_back(held)
-        return applied
+        return receipt is not receipts.SignedReceipt.HAND_OVER

@@ -131,22 +131,32 @@ def apply_twilio_status(session: Session, delivery_id: int, message_sid: str, tw
     return row is not None
 
 
+def _token_in_force() -> sa.ColumnElement[bool]:
+    """`:token` is the auth token in force for the delivery's app (joined as `apps`): its own
+    `twilio_auth_token` when set (non-empty), else the env one (`:env_token`), as
+    `tidings.config.provider_config` resolves it."""
+    own = sa.func.nullif(sa.func.jsonb_extract_path_text(apps.c.settings, "twilio_auth_token"), "")
+    return sa.func.coalesce(own, sa.bindparam("env_token", type_=sa.Text)) == sa.bindparam("token", type_=sa.Text)
+
+
 def _signed_status_update(new: S) -> sa.Update:
-    """`_status_update(new)`, applied only when `token` is the auth token in force for the
-    delivery's app: its own `twilio_auth_token` when set (non-empty), else the env one.
+    """`_status_update(new)`, applied only when `:token` is the one in force for the delivery's app.
 
     This lets the web layer verify a signature against a token it merely guessed (the env
     token, or one it verified earlier) and still write nothing unless the database agrees, in
     the same statement as the write: no token cache can go stale, a rotated token stops
     working at once.
     """
-    own = sa.func.nullif(sa.func.jsonb_extract_path_text(apps.c.settings, "twilio_auth_token"), "")
-    in_force = sa.func.coalesce(own, sa.bindparam("env_token", type_=sa.Text))
-    return _status_update(new).where(apps.c.id == deliveries.c.app_id, in_force == sa.bindparam("token", type_=sa.Text))
+    return _status_update(new).where(apps.c.id == deliveries.c.app_id, _token_in_force())
 
 
 _SIGNED_UPDATES = {status: _signed_status_update(status) for status in set(TWILIO_STATUS.values())}
-
+# Is there such a delivery, of an app whose token is `:token`? (For callbacks that move nothing.)
+_SIGNED_DELIVERY = (
+    sa.select(deliveries.c.app_id)
+    .join_from(deliveries, apps, apps.c.id == deliveries.c.app_id)
+    .where(deliveries.c.id == sa.bindparam("d"), _token_in_force())
+)
 
 _PER_CALLBACK = frozenset({"d", "sid", "now", "error", "token", "env_token"})
 
@@ -157,45 +167,52 @@ class _DriverStatement(NamedTuple):
 
 
 @functools.cache
-def _driver_statements() -> dict[S, _DriverStatement]:
-    """The signed UPDATEs as psycopg SQL and their constant parameters, compiled once."""
+def _driver_statement(key: S | None) -> _DriverStatement:
+    """A signed UPDATE (or, for None, the delivery check) as psycopg SQL and its constant
+    parameters, compiled once."""
     from sqlalchemy.dialects.postgresql import psycopg
 
-    dialect = psycopg.dialect()
-    out = {}
-    for status, stmt in _SIGNED_UPDATES.items():
-        compiled = stmt.compile(dialect=dialect)
-        out[status] = _DriverStatement(compiled.string, {k: v for k, v in compiled.params.items()
-                                                         if k not in _PER_CALLBACK})
-    return out
+    compiled = (_SIGNED_DELIVERY if key is None else _SIGNED_UPDATES[key]).compile(dialect=psycopg.dialect())
+    return _DriverStatement(compiled.string, {k: v for k, v in compiled.params.items() if k not in _PER_CALLBACK})
+
+
+class SignedReceipt(enum.StrEnum):
+    APPLIED = "applied"      # the delivery moved
+    UNCHANGED = "unchanged"  # the token's app's delivery, and nothing to move (answer as the view does)
+    HAND_OVER = "hand_over"  # not decided here: no such delivery for this token, or a 21610 failure
 
 
 def apply_signed_twilio_status(cursor, delivery_id: int, message_sid: str, twilio_status: str,
                                error_code: str | None, token: str, env_token: str | None,
-                               now: dt.datetime) -> bool:
-    """Apply a status callback already verified with `token`, in ONE statement; True when the
-    delivery moved.
+                               now: dt.datetime) -> SignedReceipt:
+    """Apply a status callback already verified with `token`: ONE statement when it moves the
+    delivery, one more (a primary-key read) when it does not.
 
-    `cursor` is on a psycopg connection in autocommit mode, so the receipt is durable on return (the
-    statement is SQLAlchemy's, compiled once; executed on the driver, prepared server-side, it
-    costs a fraction of the CPU of a Core execution).
-    False says only "not applied here": no such delivery, `token` is not its app's, a duplicate or
-    out-of-order callback, an unknown status, or a 21610 failure (which must also opt the number
-    out); the caller then takes the full path (`delivery_app` + `apply_twilio_status`), which
-    tells these apart.
+    `cursor` is on a psycopg connection in autocommit mode, so the receipt is durable on return
+    (the statements are SQLAlchemy's, compiled once; executed on the driver and prepared
+    server-side they cost a fraction of the CPU of a Core execution). UNCHANGED covers what the
+    full path (`delivery_app` + `apply_twilio_status`) also answers with no change: a duplicate, an
+    out-of-order callback, another message's sid, an unknown status. HAND_OVER: no delivery of an
+    app using `token` (unknown id, or the signature was made with another app's token), or a
+    21610 failure, which must also opt the number out; the caller takes the full path.
     """
     twilio_status = (twilio_status or "").strip().lower()
     new = TWILIO_STATUS.get(twilio_status)
     error_code = (error_code or "").strip() or None
-    if new is None or (new is S.FAILED and error_code == TWILIO_UNSUBSCRIBED):
-        return False
-    statement = _driver_statements()[new]
-    params = {**statement.constants, "d": delivery_id, "sid": message_sid, "now": now, "token": token,
-              "env_token": env_token}
-    if new is S.FAILED:
-        params["error"] = error_code or twilio_status
-    cursor.execute(statement.sql, params, prepare=True)
-    return cursor.fetchone() is not None
+    if new is S.FAILED and error_code == TWILIO_UNSUBSCRIBED:
+        return SignedReceipt.HAND_OVER
+    params = {"d": delivery_id, "token": token, "env_token": env_token}
+    if new is not None:
+        statement = _driver_statement(new)
+        values = {**statement.constants, **params, "sid": message_sid, "now": now}
+        if new is S.FAILED:
+            values["error"] = error_code or twilio_status
+        cursor.execute(statement.sql, values, prepare=True)
+        if cursor.fetchone() is not None:
+            return SignedReceipt.APPLIED
+    statement = _driver_statement(None)
+    cursor.execute(statement.sql, {**statement.constants, **params}, prepare=True)
+    return SignedReceipt.HAND_OVER if cursor.fetchone() is None else SignedReceipt.UNCHANGED
 
 
 def _opt_out_recipient(session: Session, delivery_id: int, to: str | None, now: dt.datetime) -> None:

@@ -5,9 +5,9 @@ Every request is checked against `X-Twilio-Signature` over PUBLIC_BASE_URL + pat
 changes nothing. The views only verify, call `webhooks.receipts` and commit.
 
 Most status callbacks never reach the status view: `webhooks.fastpath` verifies and applies a
-well-formed, signed, forward-moving receipt in one statement in front of Flask. Whatever it does
-not apply (forged, unknown delivery, duplicate, out of order, 21610, a token it has not seen
-verify yet, SQLite) comes here, and this view decides it with the app's token read afresh.
+well-formed, signed receipt in one statement in front of Flask. Whatever it does not take
+(forged, unknown delivery, malformed, 21610, a token it has not seen verify yet, SQLite) comes
+here, and this view decides it with the app's token read afresh.
 """
 
 from __future__ import annotations

@@ -82,20 +82,33 @@ def test_fast_path_refuses_another_message_sid(client, world, view_calls):
     d = make_delivery(world, provider_id="SMmine")
     assert post_status(client, d, "delivered", sid="SMother").status_code == 204
     assert (fetch(d).status, fetch(d).provider_id) == ("sent", "SMmine")
-    assert view_calls == [d]  # handed over, and the view changed nothing either
+    assert view_calls == []
+
+
+def test_callbacks_that_move_nothing_are_answered_on_the_fast_path(client, world, view_calls):
+    # Twilio's "sent" for a delivery the send job already marked sent, a duplicate, a late one,
+    # a status we do not map: 204 and no change, as the view answers them.
+    d = make_delivery(world)
+    assert post_status(client, d, "sent").status_code == 204
+    assert fetch(d).status == "sent"
+    assert post_status(client, d, "delivered").status_code == 204
+    first = fetch(d)
+    for status in ("delivered", "sent", "undelivered", "receiving", ""):
+        assert post_status(client, d, status, error_code="30003").status_code == 204
+    again = fetch(d)
+    assert (again.status, again.delivered_at, again.updated_at, again.error) == (
+        "delivered", first.delivered_at, first.updated_at, None)
+    assert view_calls == []
 
 
 # -- handed to the view ---------------------------------------------------------------------------------
 
-def test_duplicate_and_late_callbacks_are_handed_to_the_view_and_change_nothing(client, world, view_calls):
-    d = make_delivery(world)
-    post_status(client, d, "delivered")
-    first = fetch(d)
-    assert post_status(client, d, "delivered").status_code == 204
-    assert post_status(client, d, "sent").status_code == 204
-    again = fetch(d)
-    assert (again.status, again.delivered_at, again.updated_at) == ("delivered", first.delivered_at, first.updated_at)
-    assert view_calls == [d, d]
+def test_no_op_signed_with_another_apps_token_is_refused_by_the_view(client, world, view_calls):
+    set_app_settings(world[0], {"twilio_auth_token": "app-own-token"})
+    d = make_delivery(world, status="delivered")
+    # The env token is always tried first; it verifies, but it is not this app's token.
+    assert post_status(client, d, "delivered", token=ENV_TOKEN).status_code == 403
+    assert view_calls == [d]
 
 
 def test_forged_and_unsigned_callbacks_are_refused_by_the_view(client, world, view_calls):
