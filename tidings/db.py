@@ -7,6 +7,7 @@ and jobs own the transaction (`session_scope`).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import logging
@@ -254,15 +255,21 @@ class KeptConnections:
         self._idle: list = []
         self._engine = None
         self._pid: int | None = None
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Close the idle connections (this process's only)."""
+        if self._pid == os.getpid():
+            for held in self._idle:
+                self.discard(held)
+        self._idle = []
 
     def take(self, engine: sa.Engine):
         """(pool proxy, cursor) for one statement; `give_back` or `discard` it after."""
         if self._engine is not engine or self._pid != os.getpid():
             # Another engine (tests) or a forked child: never use the parent's sockets.
-            if self._pid == os.getpid():
-                for held in self._idle:
-                    self.discard(held)
-            self._idle, self._engine, self._pid = [], engine, os.getpid()
+            self.close()
+            self._engine, self._pid = engine, os.getpid()
         try:
             return self._idle.pop()
         except IndexError:
