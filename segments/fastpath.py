@@ -14,7 +14,7 @@ from typing import Any
 
 from segments.schemas import (
     ATTRIBUTE_NAME, FUTURE_SLACK, LANGUAGE_TAG, MAX_ATTRIBUTES, MAX_BATCH, MAX_LANGUAGE, country_codes, known_timezones,
-    normalize_phone, parse_iso,
+    normalize_phone, nul_free, parse_iso,
 )
 
 _EVENT_KEYS = frozenset({"user", "name", "properties", "time", "id"})
@@ -37,12 +37,15 @@ def events_batch(data: Any) -> list[dict] | None:
         if type(item) is not dict or not item.keys() <= _EVENT_KEYS:
             return None
         user, name = item.get("user"), item.get("name")
-        if not (type(user) is str and 0 < len(user) <= 255 and type(name) is str and 0 < len(name) <= 255):
+        if not (type(user) is str and 0 < len(user) <= 255 and type(name) is str and 0 < len(name) <= 255
+                and "\x00" not in user and "\x00" not in name):
             return None
         event = dict(item)
         if "properties" in item:
             props = item["properties"]
             if type(props) is not dict or not all(type(k) is str and 0 < len(k) <= 255 for k in props):
+                return None
+            if props and not nul_free(props):
                 return None
         if "time" in item:
             when = item["time"]
@@ -57,7 +60,7 @@ def events_batch(data: Any) -> list[dict] | None:
             event["time"] = when
         if "id" in item:
             client_id = item["id"]
-            if not (type(client_id) is str and 0 < len(client_id) <= 255):
+            if not (type(client_id) is str and 0 < len(client_id) <= 255 and "\x00" not in client_id):
                 return None
         out.append(event)
     return out
@@ -68,7 +71,7 @@ _SIMPLE_TEXT = {"region": 128, "city": 128}
 
 def user_fields(data: Any) -> dict | None:
     """A loaded `UserFieldsSchema` body for input without devices, or None."""
-    if type(data) is not dict:
+    if type(data) is not dict or not nul_free(data):
         return None
     out: dict = {}
     for key, value in data.items():
@@ -132,7 +135,7 @@ def users_batch(data: Any) -> list[dict] | None:
         return None
     out = []
     for item in items:
-        if type(item) is not dict or not _text(item.get("external_id")):
+        if type(item) is not dict or not _text(item.get("external_id")) or "\x00" in item["external_id"]:
             return None
         loaded = user_fields({k: v for k, v in item.items() if k != "external_id"})
         if loaded is None:

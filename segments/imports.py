@@ -37,8 +37,8 @@ from segments import fastpath
 from segments.models import ImportStatus, UserImport
 from segments.people import upsert_profiles
 from segments.schemas import (
-    ATTRIBUTE_NAME, LANGUAGE_TAG, MAX_ATTRIBUTES, MAX_LANGUAGE, UserFieldsSchema, country_codes, known_timezones,
-    normalize_phone,
+    ATTRIBUTE_NAME, LANGUAGE_TAG, MAX_ATTRIBUTES, MAX_LANGUAGE, NUL_MESSAGE, UserFieldsSchema, country_codes,
+    known_timezones, normalize_phone,
 )
 from tidings.db import session_scope, utcnow
 from tidings.errors import InvalidError
@@ -125,6 +125,8 @@ def row_to_fields(header: list[str], row: list[str]) -> tuple[str, dict]:
             data[column] = cell.strip()
     if not external_id:
         raise ValidationError("is empty", "external_id")
+    if "\x00" in external_id:
+        raise ValidationError(NUL_MESSAGE, "external_id")
     if len(external_id) > 255:
         raise ValidationError("is longer than 255 characters", "external_id")
     return external_id, data
@@ -187,7 +189,7 @@ def fast_loader(header: list[str]) -> Callable[[list[str]], tuple[str, dict] | N
     phone = header.index("phone") if "phone" in header else None
 
     def load(row: list[str]) -> tuple[str, dict] | None:
-        if len(row) != width:
+        if len(row) != width or "\x00" in "".join(row):
             return None
         external_id = row[ext].strip()
         if not 0 < len(external_id) <= 255:

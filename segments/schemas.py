@@ -10,7 +10,7 @@ from functools import cache, lru_cache
 
 import phonenumbers
 import pycountry
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_ATTRIBUTES = 200
@@ -119,6 +119,32 @@ def _language(value: str) -> None:
         raise ValidationError(f'"{value}" is not a language tag (e.g. "en" or "pt-BR")')
 
 
+NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
+
+
+def nul_free(value) -> bool:
+    """Whether a JSON value holds no U+0000, which PostgreSQL text and JSONB cannot store."""
+    if type(value) is str:
+        return "\x00" not in value
+    if type(value) is dict:
+        return all(nul_free(k) and nul_free(v) for k, v in value.items())
+    if type(value) is list:
+        return all(nul_free(v) for v in value)
+    return True
+
+
+class NulFreeSchema(Schema):
+    """Input with U+0000 anywhere is a 422 naming its field, not a database error (a 500)."""
+
+    @pre_load
+    def _no_nul(self, data, **kwargs):
+        if type(data) is dict:
+            bad = {str(k): [NUL_MESSAGE] for k, v in data.items() if not (nul_free(k) and nul_free(v))}
+            if bad:
+                raise ValidationError(bad)
+        return data
+
+
 class DeviceSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -131,7 +157,7 @@ class DeviceSchema(Schema):
     push_token = fields.Str(allow_none=True, validate=validate.Length(1, 4096))
 
 
-class UserFieldsSchema(Schema):
+class UserFieldsSchema(NulFreeSchema):
     """The optional profile fields of `PUT /users/{id}` (CONTRACT.md)."""
 
     class Meta:
@@ -182,7 +208,7 @@ class UsersBatchSchema(Schema):
     )
 
 
-class EventSchema(Schema):
+class EventSchema(NulFreeSchema):
     class Meta:
         unknown = RAISE
 

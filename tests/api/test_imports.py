@@ -191,3 +191,11 @@ def test_big_import_validates_in_a_helper_process_with_the_same_outcome(api, run
     assert report["imported_rows"] == 16
     u2 = api.get("/users/u2").json
     assert u2["attributes"] == {"n": 99} and u2["phone"] == "+14155550002" and u2["timezone"] == "UTC"
+
+
+def test_nul_characters_are_row_errors(api, run_jobs):
+    r = upload(api, "external_id,city,attr.note\nu1,Paris,ok\nu\x002,Paris,\nu3,Pa\x00ris,\nu4,,a\x00\n")
+    run_jobs()
+    report = api.get(f"/imports/{r.json['id']}").json
+    assert report["status"] == "finished" and report["imported_rows"] == 1
+    assert [(e["line"], e["field"]) for e in report["errors"]] == [(3, "external_id"), (4, "city"), (5, "attributes")]

@@ -128,3 +128,18 @@ def test_delete_erases_person_with_devices_and_events(api):
     assert api.delete("/users/u1").status_code == 204
     assert api.get("/users/u1").status_code == 404
     assert count(User) == count(Device) == count(Event) == 0
+
+
+def test_nul_characters_are_refused_not_a_server_error(api):
+    """PostgreSQL text and JSONB cannot hold U+0000: a 422 naming the field (a 404 for a user id looked up)."""
+    r = api.put("/users/u1", json={"city": "a\u0000b"})
+    assert r.status_code == 422 and r.json["error"]["details"]["field"] == "city"
+    r = api.put("/users/u1", json={"attributes": {"note": ["ok", "a\u0000"]}})
+    assert r.status_code == 422 and r.json["error"]["details"]["field"] == "attributes"
+    r = api.post("/users/batch", json={"users": [{"external_id": "ok"}, {"external_id": "x\u0000"}]})
+    assert r.status_code == 422 and r.json["error"]["details"]["index"] == 1
+    assert api.put("/users/a%00b", json={}).status_code == 422
+    assert api.get("/users/a%00b").status_code == 404 and api.delete("/users/a%00b").status_code == 404
+    r = api.post("/events", json={"events": [{"user": "u", "name": "x", "properties": {"k": {"deep": "\u0000"}}}]})
+    assert r.status_code == 422 and r.json["error"]["details"]["field"] == "properties"
+    assert count(User) == 0

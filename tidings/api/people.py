@@ -45,11 +45,19 @@ def user_json(user, segment_ids=None) -> dict:
     return body
 
 
+def _known_shape(external_id: str) -> None:
+    """A user id no user can have (NUL, which PostgreSQL text cannot hold) is a 404, not a database error."""
+    if "\x00" in external_id:
+        raise NotFoundError(f"no user {external_id!r}", {"user": external_id})
+
+
 @bp.put("/users/<string:external_id>")
 @client_allowed
 def put_user(external_id: str):
     if len(external_id) > 255:
         raise InvalidError("the user id is longer than 255 characters", {"field": "external_id"})
+    if "\x00" in external_id:  # PostgreSQL text cannot hold it
+        raise InvalidError("the user id contains a NUL character", {"field": "external_id"})
     body = json_body()
     if caller().kind is KeyKind.CLIENT and isinstance(body, dict):
         named = [f for f in SERVER_ONLY_FIELDS if f in body]
@@ -85,6 +93,7 @@ def batch_users():
 
 @bp.get("/users/<string:external_id>")
 def get_user(external_id: str):
+    _known_shape(external_id)
     session = db_session()
     user = people.get_user(session, caller().app_id, external_id)
     return jsonify(user_json(user, segments_of_user(session, caller().app_id, user)))
@@ -92,6 +101,7 @@ def get_user(external_id: str):
 
 @bp.delete("/users/<string:external_id>")
 def delete_user(external_id: str):
+    _known_shape(external_id)
     session = db_session()
     people.erase_user(session, caller().app_id, external_id)
     session.commit()
