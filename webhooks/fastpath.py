@@ -26,6 +26,7 @@ effect at once.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import hmac
 import io
@@ -120,6 +121,13 @@ class _Connections:
             held[0].driver_connection.autocommit = False
             held[0].close()
 
+    def close_all(self) -> None:
+        """At exit: end the kept sessions cleanly (a forked child leaves its parent's alone)."""
+        if self._pid == os.getpid():
+            idle, self._idle = self._idle, []
+            for held in idle:
+                self.discard(held)
+
     def discard(self, held) -> None:
         try:
             held[0].invalidate()
@@ -128,6 +136,7 @@ class _Connections:
 
 
 _connections = _Connections()
+atexit.register(_connections.close_all)
 
 _base_urls: dict[str, tuple[str, ...]] = {}
 

@@ -3,8 +3,11 @@
 `apply_twilio_status` moves a delivery with ONE conditional UPDATE whose WHERE clause comes from
 `campaigns.states.allowed_from`, so the transition check and the write are atomic: duplicate and
 out-of-order callbacks cannot move a delivery backwards, whatever the interleaving of requests.
-`apply_inbound` turns STOP/START-style replies into opt-outs/opt-ins. Both take the session first
-and never commit; the web layer verifies signatures and owns the transaction.
+`apply_signed_twilio_status` is the same UPDATE for the fast path (`webhooks.fastpath`), guarded
+also by the auth token the signature verified with, run on a driver connection in autocommit.
+`apply_inbound` turns STOP/START-style replies into opt-outs/opt-ins. It and `apply_twilio_status`
+take the session first and never commit; the web layer verifies signatures and owns the
+transaction (for the fast path, the statement is the transaction).
 """
 
 from __future__ import annotations
