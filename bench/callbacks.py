@@ -41,7 +41,6 @@ by 2x from run to run; CPU per request is the steadier figure), same command bac
   in process). PostgreSQL's share is one durable UPDATE that maintains all 7 indexes of
   `deliveries` (status is indexed, so no HOT update).
 """
-"""
 
 from __future__ import annotations
 
@@ -72,8 +71,9 @@ SENDER = "+15005550006"
 WRK_POST = r"""
 -- Callbacks pre-signed and pre-formatted as raw HTTP requests by bench/callbacks.py, one file per
 -- wrk thread ("<file>.<thread id>", requests separated by NUL), so threads never send the same
--- callback and loading costs a few string scans (wrk.format per line cost ~2 s of CPU, inside the
--- measured window for all but the first thread). A thread that runs out starts again
+-- callback and loading costs a few string scans (wrk.format per line cost ~1 s of CPU per thread,
+-- counted as wrk's CPU, and thread 0 was already sending while thread 1 loaded, before wrk's clock
+-- started). A thread that runs out starts again
 -- (duplicates, which the endpoint must answer 204 without a write; the check counts them).
 local counter = 0
 threads = {}
