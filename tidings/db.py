@@ -244,32 +244,30 @@ def one_of(session: Session, column: sa.ColumnElement, values: list) -> sa.Colum
 
 
 class KeptConnections:
-    """Autocommit driver connections a process keeps for its hottest read-only or single-statement
-    requests (WSGI fast paths), each with its cursor (a new cursor per call costs more than the
-    call). Taken out of the engine's pool for good, so they were opened with the engine's connect
-    arguments and events, and no use pays a checkout pre-ping or BEGIN/COMMIT round trips. Shared
-    by threads; never used across a fork."""
+    """Autocommit driver connections a process keeps for its hottest single-statement requests
+    (the WSGI fast paths), each with its cursor (a new cursor per call costs more than the call).
+    Taken out of the engine's pool for good, so they were opened with the engine's connect
+    arguments and events, and no use pays a checkout pre-ping or BEGIN/COMMIT round trips.
+    Shared by threads (a thread-per-request server must not open one per request)."""
 
     def __init__(self, max_idle: int = 8) -> None:
         self.max_idle = max_idle
         self._idle: list = []
         self._engine = None
         self._pid: int | None = None
+        self._inherited: list = []
         atexit.register(self.close)
-
-    def close(self) -> None:
-        """Close the idle connections (this process's only)."""
-        if self._pid == os.getpid():
-            for held in self._idle:
-                self.discard(held)
-        self._idle = []
 
     def take(self, engine: sa.Engine):
         """(pool proxy, cursor) for one statement; `give_back` or `discard` it after."""
-        if self._engine is not engine or self._pid != os.getpid():
-            # Another engine (tests) or a forked child: never use the parent's sockets.
+        if self._pid != os.getpid():
+            # A forked child: never use, nor close, the parent's sockets (closing would end the
+            # parent's sessions); keep them referenced so the garbage collector does not either.
+            self._inherited += self._idle
+            self._idle, self._engine, self._pid = [], engine, os.getpid()
+        elif self._engine is not engine:  # configure() made another engine
             self.close()
-            self._engine, self._pid = engine, os.getpid()
+            self._engine = engine
         try:
             return self._idle.pop()
         except IndexError:
@@ -280,9 +278,16 @@ class KeptConnections:
     def give_back(self, held) -> None:
         if len(self._idle) < self.max_idle and self._pid == os.getpid():
             self._idle.append(held)
-        else:  # back to the pool as the pool gave it: sessions expect transactions
+        else:  # back to the engine's pool as the pool lent it: in a transaction's mode
             held[0].driver_connection.autocommit = False
             held[0].close()
+
+    def close(self) -> None:
+        """End the idle kept sessions cleanly (a forked child leaves its parent's alone)."""
+        if self._pid == os.getpid():
+            idle, self._idle = self._idle, []
+            for held in idle:
+                self.discard(held)
 
     def discard(self, held) -> None:
         try:

@@ -26,12 +26,10 @@ effect at once.
 
 from __future__ import annotations
 
-import atexit
 import base64
 import hmac
 import io
 import logging
-import os
 import re
 import threading
 from urllib.parse import parse_qsl, urlparse
@@ -83,60 +81,7 @@ class Tokens:
 tokens = Tokens()
 
 
-class _Connections:
-    """Autocommit driver connections kept by the process, each with its cursor (a new cursor per
-    call costs more than the call). Taken out of the engine's pool for good, so they were opened
-    with the engine's connect arguments and events, and no checkout pays a pre-ping round trip.
-    Shared by threads (a thread-per-request server must not open one per request)."""
-
-    def __init__(self) -> None:
-        self._idle: list = []
-        self._engine = None
-        self._pid: int | None = None
-        self._inherited: list = []
-
-    def take(self, engine):
-        """(pool proxy, cursor) for one statement; give it back or discard it after."""
-        if self._pid != os.getpid():
-            # A forked child: never use, nor close, the parent's sockets (closing would end the
-            # parent's sessions); keep them referenced so the garbage collector does not either.
-            self._inherited += self._idle
-            self._idle, self._engine, self._pid = [], engine, os.getpid()
-        elif self._engine is not engine:  # db.configure() made another engine
-            idle, self._idle, self._engine = self._idle, [], engine
-            for held in idle:
-                self.discard(held)
-        try:
-            return self._idle.pop()
-        except IndexError:
-            pooled = engine.raw_connection()
-            pooled.driver_connection.autocommit = True
-            return pooled, pooled.driver_connection.cursor()
-
-    def give_back(self, held) -> None:
-        if len(self._idle) < MAX_IDLE_CONNECTIONS and self._pid == os.getpid():
-            self._idle.append(held)
-        else:
-            # Back to the engine's pool as the pool lent it: in a transaction's mode.
-            held[0].driver_connection.autocommit = False
-            held[0].close()
-
-    def close_all(self) -> None:
-        """At exit: end the kept sessions cleanly (a forked child leaves its parent's alone)."""
-        if self._pid == os.getpid():
-            idle, self._idle = self._idle, []
-            for held in idle:
-                self.discard(held)
-
-    def discard(self, held) -> None:
-        try:
-            held[0].invalidate()
-        except Exception:  # it may be broken already; we only let go of it
-            log.debug("discarding a fast path connection failed", exc_info=True)
-
-
-_connections = _Connections()
-atexit.register(_connections.close_all)
+_connections = db.KeptConnections(MAX_IDLE_CONNECTIONS)
 
 _base_urls: dict[str, tuple[str, ...]] = {}
 

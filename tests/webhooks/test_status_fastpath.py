@@ -288,7 +288,7 @@ def test_connections_are_shared_by_threads_and_go_back_to_the_pool_transactional
         assert fetch(d).status == "delivered"
     assert len(fastpath._connections._idle) == 1
     # One kept too many goes back to the engine's pool, which lends it to sessions: no autocommit.
-    monkeypatch.setattr(fastpath, "MAX_IDLE_CONNECTIONS", 0)
+    monkeypatch.setattr(fastpath._connections, "max_idle", 0)
     (pooled, _), = fastpath._connections._idle
     driver = pooled.driver_connection
     assert post_status(client, make_delivery(world), "delivered").status_code == 204
