@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -280,17 +280,12 @@ def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.
     if session.get_bind().dialect.name != "postgresql":
         return _ingest_events_portable(session, app_id, batch, user_ids, now)
     received = now.isoformat()  # formatted here, once, rather than per row by the JSON encoder
-    rows, seen_client_ids = [], set()
-    for e in batch:
-        client_id = e.get("id")
-        if client_id is not None:
-            if client_id in seen_client_ids:
-                continue
-            seen_client_ids.add(client_id)
+    rows = []
+    for e in _first_of_each_client_id(batch):
         when = e.get("time")
         rows.append({"user_id": user_ids[e["user"]], "name": e["name"],
                      "time": when.isoformat() if when is not None else received,
-                     "properties": e.get("properties") or {}, "client_event_id": client_id})
+                     "properties": e.get("properties") or {}, "client_event_id": e.get("id")})
     if not rows:
         return []
     v = sa.func.jsonb_to_recordset(
@@ -325,21 +320,26 @@ def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.
     return [{"id": i, "user_id": u, "name": n, "time": t.astimezone(utc)} for i, u, n, t in result.all()]
 
 
-def _ingest_events_portable(session: Session, app_id: int, batch: Sequence[dict], user_ids: dict[str, int],
-                            now: dt.datetime) -> list[dict]:
-    """`ingest_events` on SQLite (the embedded default)."""
-    rows, seen_client_ids = [], set()
+def _first_of_each_client_id(batch: Sequence[dict]) -> Iterator[dict]:
+    """The batch without repeats of a client event id (events without one all stay)."""
+    seen: set = set()
     for e in batch:
         client_id = e.get("id")
         if client_id is not None:
-            if client_id in seen_client_ids:
+            if client_id in seen:
                 continue
-            seen_client_ids.add(client_id)
-        rows.append({
-            "app_id": app_id, "user_id": user_ids[e["user"]], "name": e["name"],
-            "time": e.get("time") or now, "properties": e.get("properties") or {},
-            "client_event_id": client_id, "received_at": now,
-        })
+            seen.add(client_id)
+        yield e
+
+
+def _ingest_events_portable(session: Session, app_id: int, batch: Sequence[dict], user_ids: dict[str, int],
+                            now: dt.datetime) -> list[dict]:
+    """`ingest_events` on SQLite (the embedded default)."""
+    rows = [{
+        "app_id": app_id, "user_id": user_ids[e["user"]], "name": e["name"],
+        "time": e.get("time") or now, "properties": e.get("properties") or {},
+        "client_event_id": e.get("id"), "received_at": now,
+    } for e in _first_of_each_client_id(batch)]
     if not rows:
         return []
     stored = [row._asdict() for row in bulk_insert(
