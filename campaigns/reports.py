@@ -138,7 +138,11 @@ def _postgresql_parts(campaign: Campaign, cutoff: dt.datetime) -> list[sa.Select
       between the earliest and the latest window of the campaign are looked at (a range of
       ix_events_app_name_time_user), and for them the window is checked delivery by delivery.
     """
-    multi = (sa.select(d.c.user_id).where(*_reported(campaign))
+    # Only people with a delivery not keyed `run:<its run>` can have a unit of several: a run
+    # writes one such row per person (unique per campaign, person and key), so a second delivery
+    # in the same run is a triggered (`event:`) one. Scheduled campaigns have none to group.
+    maybe = sa.select(d.c.user_id).where(*_reported(campaign), ~d.c.dedupe_key.startswith("run:"))
+    multi = (sa.select(d.c.user_id).where(*_reported(campaign), d.c.user_id.in_(maybe))
              .group_by(d.c.user_id, d.c.target_index, d.c.control, d.c.run_id, d.c.variant)
              .having(sa.func.count() > 1)
              .cte("multi").prefix_with("MATERIALIZED"))
