@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -59,4 +60,9 @@ def hit_client(app_id: int, kind: str) -> bool:
     """Count one request against the client budget outside Flask, exactly where `client_limit`
     counts (same storage, key and scope); False when it is over the limit."""
     key = limit_key(app_id, kind)
-    return all(limiter.limiter.hit(item, key, CLIENT_SCOPE) for item in sorted(parse_many(_limit())))
+    return all(limiter.limiter.hit(item, key, CLIENT_SCOPE) for item in _items(_limit()))
+
+
+@functools.lru_cache(maxsize=16)
+def _items(text: str) -> list:
+    return sorted(parse_many(text))
