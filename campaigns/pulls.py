@@ -32,6 +32,7 @@ from campaigns.templates import RenderError
 from segments.models import User
 from segments.query import Profile, compile_predicate, load_profile
 from segments.query.ast import Or
+from segments.query.fields import window_start
 from segments.query.memory import DeviceView, EventView, event_windows
 from tidings.db import insert_for, utcnow
 from tidings.errors import NotFoundError
@@ -74,6 +75,7 @@ class Snapshot:
                             {v["name"]: v["content"].get("expires_hours") for t in c.spec["targets"]
                              for v in t["variants"]})
             (self.inapp if c.channel == "inapp" else self.config).append(pulled)
+        self.ids = {"inapp": [p.id for p in self.inapp], "config": [p.id for p in self.config]}
         self.hooks = {h.key: h.default for h in session.scalars(sa.select(Hook).where(Hook.app_id == app_id))}
         nodes = [n for p in self.inapp + self.config for n in p.compiled.nodes()]
         self.query = Or(tuple(nodes))
@@ -214,7 +216,7 @@ def _held(session: Session, user_id: int, campaign_ids: list[int]) -> tuple[Held
 
 
 # Devices, events and deliveries come back as JSON arrays, timestamps as UTC ISO text. Only
-# bind parameters: the event windows are arrays (a NULL cutoff looks back forever).
+# bind parameters: the event windows are arrays of names and earliest times.
 _PERSON_COLUMNS = """
        u.id, u.attributes, u.language, u.timezone, u.country, u.region, u.city, u.lat, u.lon,
        u.sms_opt_in, u.push_opt_in, u.created_at, u.last_seen_at,
@@ -224,7 +226,7 @@ _PERSON_COLUMNS = """
        (SELECT json_agg(json_build_array(e.name, e.time AT TIME ZONE 'UTC', e.properties) ORDER BY e.time, e.id)
           FROM unnest(%(names)s::text[], %(cutoffs)s::timestamptz[]) AS w(name, cutoff)
           JOIN events e ON e.user_id = u.id AND e.app_id = u.app_id AND e.name = w.name
-                       AND (w.cutoff IS NULL OR e.time >= w.cutoff)),
+                       AND e.time >= w.cutoff),
 """
 _HELD = """
        (SELECT json_agg(json_build_array(dl.id, dl.campaign_id, dl.dedupe_key, dl.status, dl.variant, dl.content,
@@ -264,14 +266,8 @@ def _load_person_pg(session: Session, snap: Snapshot, external_id: str, campaign
 
 
 def _person_params(snap: Snapshot, external_id: str, campaign_ids: list[int], now: dt.datetime) -> dict:
-    cutoffs = []
-    for _, window in snap.windows:
-        try:
-            cutoffs.append(None if window is None else now - window)
-        except OverflowError:
-            cutoffs.append(None)
     return {"app_id": snap.app_id, "external_id": external_id, "names": [name for name, _ in snap.windows],
-            "cutoffs": cutoffs, "campaigns": campaign_ids}
+            "cutoffs": [window_start(now, window) for _, window in snap.windows], "campaigns": campaign_ids}
 
 
 def _person(snap: Snapshot, external_id: str, row, with_deliveries: bool) -> Person | None:
@@ -319,7 +315,7 @@ def inapp_messages(session: Session, app_id: int, version: int, external_id: str
     snap = snapshot(session, app_id, version)
     if not snap.inapp:
         return []
-    ids = [p.id for p in snap.inapp]
+    ids = snap.ids["inapp"]
     person = load_person(session, snap, external_id, ids, now)
     if person is None:
         return []
@@ -402,7 +398,7 @@ def hook_values(session: Session, app_id: int, version: int, external_id: str,
     """Every hook's value for this person and the campaign arms that set them."""
     now = now or utcnow()
     snap = snapshot(session, app_id, version)
-    person = (load_person(session, snap, external_id, [p.id for p in snap.config], now, with_deliveries=False)
+    person = (load_person(session, snap, external_id, snap.ids["config"], now, with_deliveries=False)
               if snap.config else None)
     values, new_rows = _hooks_plan(snap, person, external_id, now)
     _record(session, new_rows)
@@ -449,8 +445,7 @@ def read_only_pull(cursor, kind: str, app_id: int, key_digest: str, external_id:
     snap = _snapshots.get(app_id)
     if snap is None:
         return None
-    pulled = snap.inapp if kind == "inapp" else snap.config
-    params = _person_params(snap, external_id, [p.id for p in pulled], now)
+    params = _person_params(snap, external_id, snap.ids["inapp" if kind == "inapp" else "config"], now)
     params["digest"] = key_digest
     full = kind == "inapp"
     cursor.execute(_KEYED_PERSON_SQL[full], params, prepare=True)

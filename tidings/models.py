@@ -23,6 +23,13 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def bearer_digest(header: str) -> str | None:
+    """`hash_key` of the key in an `Authorization: Bearer <key>` header; None without one."""
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    return hash_key(key) if scheme.lower() == "bearer" and key else None
+
+
 def new_key(kind: KeyKind) -> str:
     prefix = "tds_sk_" if kind is KeyKind.SERVER else "tds_ck_"
     return prefix + secrets.token_urlsafe(32)

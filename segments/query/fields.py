@@ -85,8 +85,15 @@ _MIN = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 def since(now: dt.datetime, duration: Duration) -> dt.datetime:
     """`now - duration`, clamped at year 1 instead of overflowing."""
+    return window_start(now, duration.delta)
+
+
+def window_start(now: dt.datetime, window: dt.timedelta | None) -> dt.datetime:
+    """The earliest time a look-back `window` (None: forever) sees from `now`, clamped at year 1."""
+    if window is None:
+        return _MIN
     try:
-        return now - duration.delta
+        return now - window
     except OverflowError:
         return _MIN
 

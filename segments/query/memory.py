@@ -20,6 +20,7 @@ from segments.query.ast import (
 )
 from segments.query.fields import (
     FIELDS, OPS, Haversine, Kind, field_kind, json_number, local_hour, parse_datetime, require_aware, since,
+    window_start,
 )
 from segments.versions import version_key
 
@@ -121,11 +122,7 @@ def load_profile(session, user, node: Node, now: dt.datetime) -> Profile:
         clauses = [Event.name.in_(unbounded)] if unbounded else []
         for name, w in sorted(windows.items()):
             if w is not None:
-                try:
-                    cutoff = now - w
-                except OverflowError:
-                    cutoff = dt.datetime.min.replace(tzinfo=dt.UTC)
-                clauses.append(sa.and_(Event.name == name, Event.time >= cutoff))
+                clauses.append(sa.and_(Event.name == name, Event.time >= window_start(now, w)))
         events = tuple(
             EventView(name, time, props if props is not None else {})
             for name, time, props in session.execute(

@@ -9,7 +9,7 @@ from flask import current_app, g, request
 
 from tidings.api import bp, fastpull
 from tidings.errors import ForbiddenError, TidingsError
-from tidings.models import App, KeyKind, hash_key
+from tidings.models import App, KeyKind, bearer_digest
 from tidings.web import db_session
 
 
@@ -42,11 +42,9 @@ def client_allowed(view):
 def authenticate() -> None:
     if request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
         return
-    header = request.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    digest = bearer_digest(request.headers.get("Authorization", ""))
+    if digest is None:
         raise UnauthorizedError("send your app key as 'Authorization: Bearer <key>'")
-    digest = hash_key(key.strip())
     row = db_session().execute(_KEY_LOOKUP, {"digest": digest}).first()
     if row is None:
         raise UnauthorizedError("unknown or revoked key")

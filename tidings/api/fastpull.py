@@ -24,7 +24,7 @@ import threading
 
 from campaigns import pulls
 from tidings import db, limits
-from tidings.models import KeyKind, hash_key
+from tidings.models import KeyKind, bearer_digest
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,10 @@ class PullFastPath:
         return self.wsgi_app(environ, start_response)
 
     def answer(self, environ, external_id: str, kind: str) -> bytes | None:
-        scheme, _, key = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        digest = bearer_digest(environ.get("HTTP_AUTHORIZATION", ""))
         engine = db.engine
-        if scheme.lower() != "bearer" or not key.strip() or engine is None or engine.dialect.name != "postgresql":
+        if digest is None or engine is None or engine.dialect.name != "postgresql":
             return None
-        digest = hash_key(key.strip())
         known = keys.get(digest)
         if known is None:
             return None
