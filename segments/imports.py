@@ -7,10 +7,12 @@ bad rows are reported with their line number and skipped, good rows are written 
 chunk committed together with the progress counter so a re-run resumes where it stopped.
 
 Speed: a loader compiled for the file's header (`fast_loader`) takes plainly valid rows straight to
-their loaded fields; any other row goes through `row_to_fields` and the marshmallow schema, which
-stay the authority and word the errors. While one chunk is written to PostgreSQL by a writer
-thread, the next one is validated, so Python and the database work at the same time; chunks are
-still written and committed one after another, in order.
+their loaded fields (phone numbers already in E.164 form through `segments.phones`); any other row
+goes through `row_to_fields` and the marshmallow schema, which stay the authority and word the
+errors. For big files, helper processes parse, validate and encode chunks for PostgreSQL's COPY
+(`prepare_chunk`) ahead of the writer; a file without quotes is cut into chunks as slices of its
+text (`plain_lines`), so this process does not parse it. Chunks are still written and committed one
+after another, in order, by one writer thread while PostgreSQL works on its side.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import gc
 import io
 import math
 import multiprocessing as mp
+import operator
 import os
 import re
 import signal
@@ -30,12 +33,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from marshmallow import ValidationError
 
 from segments import fastpath
 from segments.models import ImportStatus, UserImport
-from segments.people import upsert_profiles
+from segments.people import StagedProfiles, stage_profiles, upsert_profiles
+from segments.phones import e164
 from segments.schemas import (
     ATTRIBUTE_NAME, LANGUAGE_TAG, MAX_ATTRIBUTES, MAX_LANGUAGE, NUL_MESSAGE, UserFieldsSchema, country_codes,
     known_timezones, normalize_phone,
@@ -46,8 +51,9 @@ from tidings.errors import InvalidError
 PROFILE_COLUMNS = ("phone", "language", "timezone", "country", "region", "city", "lat", "lon",
                    "sms_opt_in", "push_opt_in")
 CHUNK = 5000  # rows a transaction: per-statement costs (planning, commit) fade by 5,000
-VALIDATE_AHEAD = 2  # chunks validated ahead of the one being written
-HELPER_MIN_ROWS = 4 * CHUNK  # below this a helper process costs more than it saves
+HELPERS = 2  # helper processes preparing chunks (parse, validate, encode) for big files
+PREPARE_AHEAD = HELPERS + 1  # chunks prepared ahead of the one being written
+HELPER_MIN_ROWS = 4 * CHUNK  # below this helper processes cost more than they save
 MAX_REPORTED_ERRORS = 1000
 JOB = "segments.imports.run_import"
 FAILED = "segments.imports.mark_failed"
@@ -213,10 +219,14 @@ def fast_loader(header: list[str]) -> Callable[[list[str]], tuple[str, dict] | N
             if number:
                 if len(number) > 40:
                     return None
-                try:
-                    number = normalize_phone(number, out.get("country"))
-                except ValueError:
-                    return None
+                fast = e164(number)
+                if fast is not None:
+                    number = fast
+                else:
+                    try:
+                        number = normalize_phone(number, out.get("country"))
+                    except ValueError:
+                        return None
             out["phone"] = number
         return external_id, out
 
@@ -244,46 +254,50 @@ def run_import(import_id: int) -> None:
         app_id, done = imp.app_id, imp.processed_rows
         text = decode(imp.content or b"")
         header = check_header(text)
+        lines = plain_lines(text)
         if imp.total_rows is None:
-            imp.total_rows = sum(1 for _ in _rows(text))
+            imp.total_rows = len(lines) - 1 if lines is not None else sum(1 for _ in _rows(text))
         total = imp.total_rows
+        stage = session.get_bind().dialect.name == "postgresql"  # rows go out ready for COPY
 
-    def write(start: int, rows: int, good: list, bad: list) -> None:
+    def write(start: int, prepared: Prepared) -> None:
         with session_scope() as session:
             imp = session.get(UserImport, import_id, with_for_update=True)
             if imp.processed_rows != start:  # another run of this import got here first
                 raise _Superseded
-            if good:
-                upsert_profiles(session, app_id, good)
-            imp.processed_rows += rows
-            imp.imported_rows += len(good)
-            imp.error_count += len(bad)
+            if prepared.good:
+                upsert_profiles(session, app_id, prepared.changes)
+            imp.processed_rows += prepared.rows
+            imp.imported_rows += prepared.good
+            imp.error_count += len(prepared.bad)
             room = MAX_REPORTED_ERRORS - len(imp.errors or [])
-            if bad and room > 0:
-                imp.errors = [*(imp.errors or []), *bad[:room]]
+            if prepared.bad and room > 0:
+                imp.errors = [*(imp.errors or []), *prepared.bad[:room]]
 
-    # Validation runs ahead (in a helper process for big files), the writer thread commits one
-    # chunk at a time: chunk n+1 is handed over only after chunk n committed, so the order and
-    # the progress counter stay exactly as in a plain loop.
-    with _gc_paused(), _validator(header, total - done) as validate, \
+    # Chunks are prepared ahead (in helper processes for big files), the writer thread commits
+    # one chunk at a time: chunk n+1 is handed over only after chunk n committed, so the order
+    # and the progress counter stay exactly as in a plain loop.
+    with _gc_paused(), _preparer(header, stage, total - done) as prepare, \
             ThreadPoolExecutor(1, thread_name_prefix=f"import-{import_id}") as writer:
-        validating: collections.deque = collections.deque()
+        preparing: collections.deque = collections.deque()
         writing = None
 
-        def hand_over() -> None:  # the oldest validated chunk, once the one before it committed
+        def hand_over() -> None:  # the oldest prepared chunk, once the one before it committed
             nonlocal writing
-            chunk_start, rows, validated = validating.popleft()
-            good, bad = validated.result()
+            chunk_start, rows, future = preparing.popleft()
+            prepared = future.result()
+            if prepared.rows != rows:
+                raise RuntimeError(f"rows {chunk_start + 1}-{chunk_start + rows} read as {prepared.rows} rows")
             if writing is not None:
                 writing.result()
-            writing = writer.submit(write, chunk_start, rows, good, bad)
+            writing = writer.submit(write, chunk_start, prepared)
 
         try:
-            for start, chunk in _chunks(text, done):
-                validating.append((start, len(chunk), validate(chunk)))
-                if len(validating) > VALIDATE_AHEAD:
+            for start, rows, chunk in _chunks(text, done, lines):
+                preparing.append((start, rows, prepare(start, chunk)))
+                if len(preparing) > PREPARE_AHEAD:
                     hand_over()
-            while validating:
+            while preparing:
                 hand_over()
             if writing is not None:
                 writing.result()
@@ -317,27 +331,78 @@ def _gc_paused() -> Iterator[None]:
         gc.collect(1)
 
 
-def _chunks(text: str, done: int) -> Iterator[tuple[int, list[tuple[int, list[str]]]]]:
-    """(rows before it, [(line, row)]) per chunk of CHUNK rows, from row `done` on."""
-    chunk: list[tuple[int, list[str]]] = []
+def plain_lines(text: str) -> list[int] | None:
+    """Where each line of `text` starts, when `csv.reader` reads every line as one record; else None.
+
+    So when no cell is quoted (no `"` at all), every carriage return ends a line (CRLF) and no
+    line reaches csv's field size limit: a chunk of the file is then a slice of the text, found
+    without parsing it, and the helpers parse it. Any other file is parsed here, as a whole.
+    """
+    if '"' in text or text.count("\r") != text.count("\r\n"):
+        return None
+    starts = [0]
+    find, append = text.find, starts.append
+    end = find("\n")
+    while end != -1:
+        append(end + 1)
+        end = find("\n", end + 1)
+    if starts[-1] == len(text) and len(starts) > 1:  # a final newline ends the last line
+        starts.pop()
+    ends = [*starts[1:], len(text)]
+    if max(map(operator.sub, ends, starts)) >= csv.field_size_limit():
+        return None
+    return starts
+
+
+def _chunks(text: str, done: int, lines: list[int] | None) -> Iterator[tuple[int, int, str | list[list[str]]]]:
+    """(rows before it, its row count, its rows) per chunk of CHUNK rows from row `done` on.
+
+    The rows are a slice of the text when `lines` (`plain_lines`) says where they are, else
+    parsed rows.
+    """
+    if lines is not None:
+        rows = len(lines) - 1  # the header is line 1
+        for start in range(done, rows, CHUNK):
+            stop = min(start + CHUNK, rows)
+            yield start, stop - start, text[lines[start + 1]:lines[stop + 1] if stop < rows else len(text)]
+        return
+    chunk: list[list[str]] = []
     start = done
     for index, row in enumerate(_rows(text)):
         if index < done:
             continue
-        chunk.append((index + 2, row))  # line numbers count the header as line 1
+        chunk.append(row)
         if len(chunk) == CHUNK:
-            yield start, chunk
+            yield start, len(chunk), chunk
             start += len(chunk)
             chunk = []
     if chunk:
-        yield start, chunk
+        yield start, len(chunk), chunk
 
 
-def validate_rows(header: list[str], chunk: list[tuple[int, list[str]]]) -> tuple[list, list]:
-    """([(external_id, loaded fields)], [per-row errors]) of a chunk of (line, row)."""
+@dataclass(frozen=True)
+class Prepared:
+    """A chunk ready to write: its row count, rows imported, per-row errors, and the changes."""
+
+    rows: int
+    good: int
+    bad: list[dict]
+    changes: StagedProfiles | list[tuple[str, dict]]
+
+
+def prepare_chunk(header: list[str], stage: bool, start: int, chunk: str | list[list[str]]) -> Prepared:
+    """Parse (a slice of the text), validate, and with `stage` fold and encode the rows for COPY."""
+    rows = list(csv.reader(io.StringIO(chunk))) if isinstance(chunk, str) else chunk
+    good, bad = validate_rows(header, rows, start + 2)  # line numbers count the header as line 1
+    staged = stage_profiles(good) if stage and good else None
+    return Prepared(len(rows), len(good), bad, staged if staged is not None else good)
+
+
+def validate_rows(header: list[str], rows: list[list[str]], first_line: int) -> tuple[list, list]:
+    """([(external_id, loaded fields)], [per-row errors]) of consecutive rows, the first on `first_line`."""
     fast, schema = _loaders(tuple(header))
     good, bad = [], []
-    for line, row in chunk:
+    for line, row in enumerate(rows, first_line):
         loaded = fast(row)
         if loaded is not None:
             good.append(loaded)
@@ -358,29 +423,30 @@ def _loaders(header: tuple[str, ...]) -> tuple[Callable, UserFieldsSchema]:
 
 
 @contextlib.contextmanager
-def _validator(header: list[str], rows: int) -> Iterator[Callable[[list], Future]]:
-    """A function validating a chunk, answering a Future; in a helper process when worth it.
+def _preparer(header: list[str], stage: bool, rows: int) -> Iterator[Callable[[int, object], Future]]:
+    """A function preparing a chunk (`prepare_chunk`), answering a Future; in helper processes when worth it.
 
-    Validation (phone numbers above all) is most of the Python work of an import, and one
-    process runs Python on one core: a helper process validates the next chunks while this one
-    writes, and PostgreSQL works on its side. The helper is forked, as RQ's own forking worker
-    forks a work horse per job: it starts at once and runs exactly the code loaded here (a
-    fork server or spawn would import it afresh from wherever sys.path points, ~0.5 s). Only
-    from a worker's main thread (an embedded worker thread inside the web server validates in
-    place), and only for files big enough to repay it.
+    Parsing and validation (phone numbers above all) and encoding the rows are most of the
+    Python work of an import, and one process runs Python on one core: HELPERS helper
+    processes prepare the next chunks while this one writes, and PostgreSQL works on its side.
+    The helpers are forked, as RQ's own forking worker forks a work horse per job: they start
+    at once and run exactly the code loaded here (a fork server or spawn would import it afresh
+    from wherever sys.path points, ~0.5 s). Only from a worker's main thread (an embedded
+    worker thread inside the web server prepares in place), and only for files big enough to
+    repay it.
     """
     if (rows < HELPER_MIN_ROWS or threading.current_thread() is not threading.main_thread()
             or "fork" not in mp.get_all_start_methods()):
-        def in_place(chunk: list) -> Future:
+        def in_place(start: int, chunk: object) -> Future:
             done: Future = Future()
-            done.set_result(validate_rows(header, chunk))
+            done.set_result(prepare_chunk(header, stage, start, chunk))
             return done
 
         yield in_place
         return
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), initializer=_helper_started) as helper:
-        helper.submit(int).result()  # fork now, before this process starts its writer thread
-        yield functools.partial(helper.submit, validate_rows, header)
+    with ProcessPoolExecutor(HELPERS, mp_context=mp.get_context("fork"), initializer=_helper_started) as helpers:
+        helpers.submit(int).result()  # fork them all now, before this process starts its writer thread
+        yield functools.partial(helpers.submit, prepare_chunk, header, stage)
 
 
 def _helper_started() -> None:

@@ -9,9 +9,11 @@ a 1,000-user batch or a CSV chunk costs a few round trips. Callers validate with
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -119,24 +121,28 @@ def upsert_users(session: Session, app_id: int, changes: Iterable[tuple[str, dic
     return result
 
 
-def upsert_profiles(session: Session, app_id: int, changes: Sequence[tuple[str, dict]],
-                    now: dt.datetime | None = None) -> tuple[int, int]:
-    """Create or update users from loaded profile fields that only set values; returns (created, updated).
+@dataclass(frozen=True)
+class StagedProfiles:
+    """Loaded profile changes folded by user and written out as COPY rows, for `upsert_profiles`.
 
-    The CSV import's shape: no devices, no nulls (an empty cell leaves a field as it is). The
-    outcome is that of `upsert_users`, at a fraction of the cost: one statement per batch, the
-    rows sent once as a JSON array of arrays, existing users locked in id order and merged inside
-    PostgreSQL (`COALESCE` per field, `||` for attributes) instead of being read back into
-    Python, merged and written again. Anything else, or another database, goes through
-    `upsert_users`.
+    Made by `stage_profiles` where the rows are validated (the CSV import's helper processes),
+    so that the process writing them only sends them on.
     """
-    now = now or utcnow()
+
+    users: int  # distinct external ids, one row each
+    rows: str  # COPY text format, the columns of `_staging`
+
+
+def stage_profiles(changes: Iterable[tuple[str, dict]]) -> StagedProfiles | None:
+    """The changes ready for `upsert_profiles` on PostgreSQL, or None when they are not plain profile values.
+
+    Plain: no devices, no nulls (an empty cell leaves a field as it is). A repeated external id is
+    folded into one row, applied in order as `_fold` does.
+    """
     folded: dict[str, dict] = {}
-    plain = session.get_bind().dialect.name == "postgresql"
     for external_id, data in changes:
         if "devices" in data or None in data.values() or None in data.get("attributes", {}).values():
-            plain = False
-            break
+            return None
         old = folded.get(external_id)
         if old is None:
             folded[external_id] = data
@@ -145,57 +151,122 @@ def upsert_profiles(session: Session, app_id: int, changes: Sequence[tuple[str, 
             if "attributes" in old and "attributes" in data:
                 merged["attributes"] = {**old["attributes"], **data["attributes"]}
             folded[external_id] = merged
-    if not plain:
-        result = upsert_users(session, app_id, changes, now)
-        created = sum(1 for _, was_created in result.values() if was_created)
-        return created, len(result) - created
-    if not folded:
+    return StagedProfiles(len(folded), "".join(map(_copy_row, folded.items())))
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _copy_text(value: str) -> str:
+    """A text cell of COPY's text format (isprintable() is False for tab, newline and carriage return)."""
+    return value if value.isprintable() and "\\" not in value else value.translate(_COPY_ESCAPES)
+
+
+def _copy_row(item: tuple[str, dict]) -> str:
+    external_id, data = item
+    get = data.get
+    cells = [_copy_text(external_id)]
+    for field in _TEXT_FIELDS:
+        value = get(field)
+        cells.append("\\N" if value is None else _copy_text(value))
+    for field in ("lat", "lon"):
+        value = get(field)
+        # + 0.0: -0.0 is stored as 0, as it was when these went through a JSONB number
+        cells.append("\\N" if value is None else repr(value + 0.0))
+    for field in ("sms_opt_in", "push_opt_in"):
+        value = get(field)
+        cells.append("\\N" if value is None else "t" if value else "f")
+    attributes = get("attributes")
+    cells.append(_copy_text(_JSON.encode(attributes)) if attributes else "{}")
+    return "\t".join(cells) + "\n"
+
+
+_TEXT_FIELDS = ("phone", "language", "timezone", "country", "region", "city")
+
+
+def upsert_profiles(session: Session, app_id: int, changes: Sequence[tuple[str, dict]] | StagedProfiles,
+                    now: dt.datetime | None = None) -> tuple[int, int]:
+    """Create or update users from loaded profile fields that only set values; returns (created, updated).
+
+    The CSV import's shape: no devices, no nulls (an empty cell leaves a field as it is). The
+    outcome is that of `upsert_users`, at a fraction of the cost: the rows are COPYed into a
+    temporary table (ON COMMIT DROP), then one statement locks the existing users in id order
+    and merges into them inside PostgreSQL (`COALESCE` per field, `||` for attributes) and
+    inserts the others, instead of reading them back into Python, merging and writing again.
+    `changes` may come already staged (`stage_profiles`). Anything else, or another database,
+    goes through `upsert_users`.
+    """
+    now = now or utcnow()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if isinstance(changes, StagedProfiles):
+        if not postgres:
+            raise ValueError("staged profiles are written by PostgreSQL's COPY only")
+        staged = changes
+    else:
+        staged = stage_profiles(changes) if postgres else None
+        if staged is None:
+            result = upsert_users(session, app_id, changes, now)
+            created = sum(1 for _, was_created in result.values() if was_created)
+            return created, len(result) - created
+    if not staged.users:
         return 0, 0
 
-    present = set().union(*folded.values())
-    fields = [f for f in PROFILE_FIELDS if f in present]
-    document = json.dumps([[external_id, *map(data.get, fields), data.get("attributes", {})]
-                           for external_id, data in folded.items()], separators=(",", ":"))
-    statement = _upsert_profiles_statement(app_id, fields, document, now)
+    connection = session.connection()
+    connection.exec_driver_sql(_staging_ddl())
+    with connection.connection.cursor() as cursor, cursor.copy(_STAGING_COPY) as copy:
+        copy.write(staged.rows)
+    statement = _staged_upsert_statement()
     created = 0
     for _ in range(3):
-        inserted, updated = session.execute(statement).one()
+        inserted, updated = connection.execute(statement, {"for_app": app_id, "at": now}).one()
         created += inserted
-        if inserted + updated == len(folded):
-            return created, len(folded) - created
+        if inserted + updated == staged.users:
+            connection.exec_driver_sql(f"DROP TABLE {_staging.name}")  # a second batch in this transaction
+            return created, staged.users - created
         # Some users were created by a concurrent request between our look-up and our insert:
         # run again, they are now updated (applying the same values twice changes nothing).
     raise RuntimeError("users kept being created concurrently with a profile upsert")
 
 
-_TYPED_FIELDS = frozenset({"lat", "lon", "sms_opt_in", "push_opt_in"})
+# Text cells go to their VARCHAR columns by assignment in the statement (too long is an error
+# there, not a silent cut), as typed values would from JSON.
+_staging = sa.Table(
+    "staged_profiles", sa.MetaData(),
+    sa.Column("external_id", sa.Text, nullable=False),
+    *(sa.Column(f, sa.Text) for f in _TEXT_FIELDS),
+    sa.Column("lat", sa.Double), sa.Column("lon", sa.Double),
+    sa.Column("sms_opt_in", sa.Boolean), sa.Column("push_opt_in", sa.Boolean),
+    sa.Column("attributes", postgresql.JSONB, nullable=False),
+    prefixes=["TEMPORARY"], postgresql_on_commit="DROP",
+)
+_STAGING_COPY = f"COPY {_staging.name} ({', '.join(c.name for c in _staging.c)}) FROM STDIN"
 
 
-def _upsert_profiles_statement(app_id: int, fields: list[str], document: str, now: dt.datetime):
-    r = sa.func.jsonb_array_elements(sa.cast(sa.literal(document, sa.Text), postgresql.JSONB),
-                                     type_=postgresql.JSONB).column_valued("r")
-    # Text goes to its VARCHAR column by assignment (too long is an error, not a silent cut).
-    source = sa.select(
-        r.op("->>")(0).label("external_id"),
-        *((sa.cast(r.op("->>")(i), users.c[f].type) if f in _TYPED_FIELDS else r.op("->>")(i)).label(f)
-          for i, f in enumerate(fields, 1)),
-        r.op("->")(len(fields) + 1).label("attributes"),
-    ).cte("source")
+@functools.cache
+def _staging_ddl() -> str:
+    return str(sa.schema.CreateTable(_staging).compile(dialect=postgresql.dialect()))
+
+
+@functools.cache
+def _staged_upsert_statement() -> sa.Select:
+    source = _staging
+    app_id = sa.bindparam("for_app", type_=sa.BigInteger)
+    now = sa.bindparam("at", type_=users.c.updated_at.type)
     locked = (sa.select(users.c.id, users.c.external_id)
               .where(users.c.app_id == app_id, users.c.external_id == source.c.external_id)
               .order_by(users.c.id).with_for_update(of=users)  # id order, like `_lock_existing`
               .cte("locked"))
+    # An absent field is NULL in the staging table: COALESCE keeps the user's value.
     updated = (sa.update(users)
                .where(users.c.id == locked.c.id, source.c.external_id == locked.c.external_id)
-               .values({**{f: sa.func.coalesce(source.c[f], users.c[f]) for f in fields},
+               .values({**{f: sa.func.coalesce(source.c[f], users.c[f]) for f in PROFILE_FIELDS},
                         "attributes": users.c.attributes.op("||")(source.c.attributes), "updated_at": now})
                .returning(users.c.id).cte("updated"))
-    defaults = {f: sa.func.coalesce(source.c[f], USER_DEFAULTS[f]) if f in fields else sa.literal(USER_DEFAULTS[f])
-                for f in USER_DEFAULTS}
-    values = {"app_id": sa.literal(app_id, sa.BigInteger), "external_id": source.c.external_id,
-              **{f: source.c[f] for f in fields}, **defaults, "attributes": source.c.attributes,
-              "created_at": sa.literal(now, users.c.created_at.type),
-              "updated_at": sa.literal(now, users.c.updated_at.type)}
+    values = {"app_id": app_id, "external_id": source.c.external_id,
+              **{f: sa.func.coalesce(source.c[f], USER_DEFAULTS[f]) if f in USER_DEFAULTS else source.c[f]
+                 for f in PROFILE_FIELDS},
+              "attributes": source.c.attributes, "created_at": now, "updated_at": now}
     created = (postgresql.insert(users)
                .from_select(list(values), sa.select(*values.values())
                             .where(~sa.exists().where(locked.c.external_id == source.c.external_id)))
