@@ -12,15 +12,18 @@ delivery statuses and send times spread like a real send, a sprinkle of interact
 `--repeat` (5) times after a warm-up, with the campaign's conversion event being one of the
 dataset's events. The campaign is deleted again at the end unless `--keep`; a kept campaign
 ("bench report", finished) is reused by the next run instead of being written again (~1 min).
-Besides wall time it prints the server's CPU time per report (from pg_stat_statements when
-loaded, else the backend's /proc stat), less sensitive to other load on the 2 cores.
+Besides wall time it prints the server's CPU time per report from /proc: the backend's, and
+that of the parallel workers it starts (the report's parts run side by side in them), less
+sensitive to other load on the 2 cores; and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,17 +77,74 @@ def write_campaign(s, app_id: int, event: str) -> int:
     return campaign_id
 
 
-def backend_cpu_seconds(s) -> float | None:
-    """CPU time (user + system) the session's PostgreSQL backend has used so far, from /proc."""
-    pid = s.scalar(sa.text("SELECT pg_backend_pid()"))
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far, from /proc; None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    import os
-
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerCPU:
+    """CPU time a session's backend and the parallel workers it starts use inside the block.
+
+    Workers live only as long as their query, so a thread looks for them by their process title
+    ("parallel worker for PID <backend>") every 10 ms and keeps the last reading of each: their
+    last few milliseconds are missed. Processes with another title are not read again.
+    """
+
+    def __init__(self, backend_pid: int):
+        self.pid = backend_pid
+        self.tag = f"parallel worker for PID {backend_pid}".encode()
+        self.workers: dict[int, float] = {}
+        self.others: set[int] = set()
+        self.stop = threading.Event()
+
+    def __enter__(self) -> ServerCPU:
+        self.backend0 = process_cpu_seconds(self.pid)
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.backend = (process_cpu_seconds(self.pid) or 0.0) - (self.backend0 or 0.0)
+        self.stop.set()
+        self.thread.join()
+        self._look()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(0.01):
+            self._look()
+
+    def _look(self) -> None:
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in self.others:
+                continue
+            pid = int(name)
+            if pid not in self.workers:
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        title = fh.read()
+                except OSError:
+                    continue
+                if self.tag not in title:
+                    if b": " in title or b"postgres" not in title:  # a fresh fork has no title yet
+                        self.others.add(pid)
+                    continue
+                self.workers[pid] = 0.0
+            cpu = process_cpu_seconds(pid)
+            if cpu is not None:
+                self.workers[pid] = cpu
+
+    @property
+    def parallel(self) -> float:
+        return sum(self.workers.values())
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -128,26 +188,27 @@ def main() -> None:
         # VACUUM as autovacuum would soon after the fan-out: sets the visibility map, so the plan
         # and its index-only scans are the ones a report sees on settled data.
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("VACUUM (ANALYZE) deliveries, interactions"))
+    print(f"before: {load()}")
     try:
-        times, cpu = [], []
+        times, backend, workers = [], [], []
         for i in range(args.repeat + 1):
             with db.session_scope() as s:
                 c = s.get(Campaign, campaign_id)
-                cpu0 = backend_cpu_seconds(s)
-                t0 = time.perf_counter()
-                data = report(s, c)
+                with ServerCPU(s.scalar(sa.text("SELECT pg_backend_pid()"))) as cpu:
+                    t0 = time.perf_counter()
+                    data = report(s, c)
+                    elapsed = time.perf_counter() - t0
                 if i:
-                    times.append(time.perf_counter() - t0)
-                    cpu1 = backend_cpu_seconds(s)
-                    if cpu0 is not None and cpu1 is not None:
-                        cpu.append(cpu1 - cpu0)
+                    times.append(elapsed)
+                    backend.append(cpu.backend)
+                    workers.append(cpu.parallel)
         totals = data["totals"]
         print(f"totals: {totals}")
         print(f"report over {totals['audience']:,} people: min/median/max = {min(times) * 1000:.0f}/"
               f"{statistics.median(times) * 1000:.0f}/{max(times) * 1000:.0f} ms (goal <= 2000 ms)")
-        if cpu:
-            print(f"server CPU per report (backend, parallel workers not included): median "
-                  f"{statistics.median(cpu) * 1000:.0f} ms")
+        print(f"server CPU per report, median: backend {statistics.median(backend) * 1000:.0f} ms, parallel workers "
+              f"{statistics.median(workers) * 1000:.0f} ms, both {statistics.median(map(sum, zip(backend, workers))) * 1000:.0f} ms")
+        print(f"after: {load()}")
         if args.explain:
             explain(campaign_id, args.explain)
             print(f"plan: {args.explain}")
@@ -170,7 +231,7 @@ def explain(campaign_id: int, path: str) -> None:
     with db.session_scope() as s:
         c = s.get(Campaign, campaign_id)
         reports.prepare_session(s)
-        stmt = reports.arms_statement(c, "postgresql", 30, dt.datetime.now(dt.UTC))
+        stmt = reports.arms_statement(c, "postgresql", 30, dt.datetime.now(dt.UTC), reports.user_cuts(s, c))
         compiled = stmt.compile(dialect=postgresql.psycopg.dialect(), compile_kwargs={"literal_binds": True})
         plan = "\n".join(r[0] for r in s.connection().exec_driver_sql(
             "EXPLAIN (ANALYZE, BUFFERS) " + str(compiled)).all())
