@@ -53,6 +53,7 @@ PROFILE_COLUMNS = ("phone", "language", "timezone", "country", "region", "city",
 CHUNK = 5000  # rows a transaction: per-statement costs (planning, commit) fade by 5,000
 HELPERS = 2  # helper processes preparing chunks (parse, validate, encode) for big files
 PREPARE_AHEAD = HELPERS + 1  # chunks prepared ahead of the one being written
+HELPER_NICENESS = 10
 HELPER_MIN_ROWS = 4 * CHUNK  # below this helper processes cost more than they save
 MAX_REPORTED_ERRORS = 1000
 JOB = "segments.imports.run_import"
@@ -138,99 +139,80 @@ def row_to_fields(header: list[str], row: list[str]) -> tuple[str, dict]:
     return external_id, data
 
 
-_BAD = object()  # a cell the fast loader leaves to the schema
+# How the fast loader loads a non-empty cell of each column into `value`, or answers None (the schema
+# decides). As in `row_to_fields` then the schema: text is stripped; too long, unknown or
+# malformed is left to the schema, which words the error.
+_CELL_CODE = {
+    "region": "value = cell.strip()\nif len(value) > 128: return None",
+    "city": "value = cell.strip()\nif len(value) > 128: return None",
+    "language": "value = cell.strip()\nif len(value) > MAX_LANGUAGE or not language_tag(value): return None",
+    "timezone": "value = cell.strip()\nif value not in timezones: return None",
+    "country": "value = cell.strip()\nif len(value) != 2: return None\nvalue = value.upper()\n"
+               "if value not in countries: return None",
+    "lat": "try: value = float(cell)\nexcept ValueError: return None\n"
+           "if not (isfinite(value) and -90 <= value <= 90): return None",
+    "lon": "try: value = float(cell)\nexcept ValueError: return None\n"
+           "if not (isfinite(value) and -180 <= value <= 180): return None",
+    "sms_opt_in": "value = booleans.get(cell.strip().lower())\nif value is None: return None",
+    "push_opt_in": "value = booleans.get(cell.strip().lower())\nif value is None: return None",
+}
+_BAD = object()
+_INFERRED: dict[str, object] = {}  # attribute cells repeat (plans, tiers, ages): `infer` once per text
 
 
-def _text_cell(longest: int) -> Callable[[str], object]:
-    def load(cell: str) -> object:
-        value = cell.strip()
-        return value if len(value) <= longest else _BAD
-    return load
-
-
-def _language_cell(cell: str) -> object:
-    value = cell.strip()
-    return value if len(value) <= MAX_LANGUAGE and LANGUAGE_TAG.fullmatch(value) else _BAD
-
-
-def _timezone_cell(cell: str) -> object:
-    value = cell.strip()
-    return value if value in known_timezones() else _BAD
-
-
-def _country_cell(cell: str) -> object:
-    value = cell.strip()
-    return value.upper() if len(value) == 2 and value.upper() in country_codes() else _BAD
-
-
-def _number_cell(limit: float) -> Callable[[str], object]:
-    def load(cell: str) -> object:
-        try:
-            value = float(cell)
-        except ValueError:
-            return _BAD
-        return value if math.isfinite(value) and -limit <= value <= limit else _BAD
-    return load
-
-
-def _bool_cell(cell: str) -> object:
-    low = cell.strip().lower()
-    return True if low in _TRUE else False if low in _FALSE else _BAD
-
-
-_CELLS = {"region": _text_cell(128), "city": _text_cell(128), "language": _language_cell,
-          "timezone": _timezone_cell, "country": _country_cell, "lat": _number_cell(90),
-          "lon": _number_cell(180), "sms_opt_in": _bool_cell, "push_opt_in": _bool_cell}
+def _infer_new(cell: str) -> object:
+    value = infer(cell)
+    if len(_INFERRED) < 65_536:
+        _INFERRED[cell] = value
+    return value
 
 
 def fast_loader(header: list[str]) -> Callable[[list[str]], tuple[str, dict] | None]:
     """A function taking a row of this header to `(external_id, loaded fields)`, or None.
 
     The answer is what `row_to_fields` then `UserFieldsSchema().load` give; None means "not plainly
-    valid, ask them" (tests/segments/test_fastpath.py checks the agreement on random rows).
+    valid, ask them" (tests/segments/test_fastpath.py checks the agreement on random rows). The
+    function is compiled from source written for the header, one branch per column: a row costs
+    a few microseconds and its phone number, not a loop over columns and a call per cell.
     """
-    width, ext = len(header), header.index("external_id")
-    cells = [(i, c, _CELLS[c]) for i, c in enumerate(header) if c in _CELLS]
-    attributes = [(i, c[5:]) for i, c in enumerate(header) if c.startswith("attr.")]
-    phone = header.index("phone") if "phone" in header else None
-
-    def load(row: list[str]) -> tuple[str, dict] | None:
-        if len(row) != width or "\x00" in "".join(row):
-            return None
-        external_id = row[ext].strip()
-        if not 0 < len(external_id) <= 255:
-            return None
-        out: dict = {}
-        for i, column, cell_loader in cells:
-            cell = row[i]
-            if cell != "":
-                value = cell_loader(cell)
-                if value is _BAD:
-                    return None
-                out[column] = value
-        if attributes:
-            attrs = {name: infer(row[i]) for i, name in attributes if row[i] != ""}
-            if attrs:
-                if len(attrs) > MAX_ATTRIBUTES:
-                    return None
-                out["attributes"] = attrs
-        if phone is not None and row[phone] != "":
-            number = row[phone].strip()
-            if number:
-                if len(number) > 40:
-                    return None
-                fast = e164(number)
-                if fast is not None:
-                    number = fast
-                else:
-                    try:
-                        number = normalize_phone(number, out.get("country"))
-                    except ValueError:
-                        return None
-            out["phone"] = number
-        return external_id, out
-
-    return load
+    cells = [f"c{i}" for i in range(len(header))]
+    code = ["def load(row):",
+            f"    if len(row) != {len(header)} or '\\x00' in ''.join(row): return None",
+            f"    {', '.join(cells)}{',' if len(cells) == 1 else ''} = row",
+            f"    external_id = c{header.index('external_id')}.strip()",
+            "    if not 0 < len(external_id) <= 255: return None",
+            "    out = {}"]
+    for i, column in enumerate(header):
+        if column in _CELL_CODE:
+            code += [f"    if c{i} != '':", f"        cell = c{i}",
+                     *(f"        {line}" for line in _CELL_CODE[column].splitlines()),
+                     f"        out[{column!r}] = value"]
+    attributes = [(i, column[5:]) for i, column in enumerate(header) if column.startswith("attr.")]
+    if attributes:
+        code.append("    attributes = {}")
+        for i, name in attributes:
+            code += [f"    if c{i} != '':", f"        value = inferred(c{i}, BAD)",
+                     f"        attributes[{name!r}] = infer_new(c{i}) if value is BAD else value"]
+        code += ["    if attributes:", "        if len(attributes) > MAX_ATTRIBUTES: return None",
+                 "        out['attributes'] = attributes"]
+    if "phone" in header:
+        code += [f"    if c{header.index('phone')} != '':", f"        number = c{header.index('phone')}.strip()",
+                 "        if number:",
+                 "            if len(number) > 40: return None",
+                 "            fast = e164(number)",
+                 "            if fast is None:",
+                 "                try: fast = normalize_phone(number, out.get('country'))",
+                 "                except ValueError: return None",
+                 "            number = fast",
+                 "        out['phone'] = number"]
+    code.append("    return external_id, out")
+    namespace = {"MAX_LANGUAGE": MAX_LANGUAGE, "MAX_ATTRIBUTES": MAX_ATTRIBUTES, "language_tag": LANGUAGE_TAG.fullmatch,
+                 "timezones": known_timezones(), "countries": country_codes(), "isfinite": math.isfinite,
+                 "booleans": {**dict.fromkeys(_TRUE, True), **dict.fromkeys(_FALSE, False)},
+                 "inferred": _INFERRED.get, "infer_new": _infer_new, "BAD": _BAD, "e164": e164,
+                 "normalize_phone": normalize_phone}
+    exec(compile("\n".join(code), f"<fast loader for {header!r}>", "exec"), namespace)  # noqa: S102
+    return namespace["load"]
 
 
 class _Superseded(Exception):
@@ -451,6 +433,7 @@ def _preparer(header: list[str], stage: bool, rows: int) -> Iterator[Callable[[i
 
 def _helper_started() -> None:
     gc.disable()  # as in _gc_paused; the helper lives as long as this import
+    os.nice(HELPER_NICENESS)
     # Signals are for the worker to handle (a warm shutdown lets the job, so its helper, finish;
     # the forked helper would otherwise run RQ's handlers). A worker killed outright leaves the
     # helper waiting on a pipe it holds both ends of, so it watches its parent instead.
