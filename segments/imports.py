@@ -53,7 +53,6 @@ PROFILE_COLUMNS = ("phone", "language", "timezone", "country", "region", "city",
 CHUNK = 5000  # rows a transaction: per-statement costs (planning, commit) fade by 5,000
 HELPERS = 2  # helper processes preparing chunks (parse, validate, encode) for big files
 PREPARE_AHEAD = HELPERS + 1  # chunks prepared ahead of the one being written
-HELPER_NICENESS = 10
 HELPER_MIN_ROWS = 4 * CHUNK  # below this helper processes cost more than they save
 MAX_REPORTED_ERRORS = 1000
 JOB = "segments.imports.run_import"
@@ -157,12 +156,12 @@ _CELL_CODE = {
     "push_opt_in": "value = booleans.get(cell.strip().lower())\nif value is None: return None",
 }
 _BAD = object()
-_INFERRED: dict[str, object] = {}  # attribute cells repeat (plans, tiers, ages): `infer` once per text
+_INFERRED: dict[str, object] = {}  # attribute cells repeat (plans, tiers, ages): `infer` once per short text
 
 
 def _infer_new(cell: str) -> object:
     value = infer(cell)
-    if len(_INFERRED) < 65_536:
+    if len(cell) <= 32 and len(_INFERRED) < 65_536:  # at most a few MB
         _INFERRED[cell] = value
     return value
 
@@ -433,7 +432,6 @@ def _preparer(header: list[str], stage: bool, rows: int) -> Iterator[Callable[[i
 
 def _helper_started() -> None:
     gc.disable()  # as in _gc_paused; the helper lives as long as this import
-    os.nice(HELPER_NICENESS)
     # Signals are for the worker to handle (a warm shutdown lets the job, so its helper, finish;
     # the forked helper would otherwise run RQ's handlers). A worker killed outright leaves the
     # helper waiting on a pipe it holds both ends of, so it watches its parent instead.
