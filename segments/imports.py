@@ -23,6 +23,7 @@ import csv
 import functools
 import gc
 import io
+import itertools
 import math
 import multiprocessing as mp
 import operator
@@ -72,7 +73,7 @@ def decode(content: bytes) -> str:
 
 def check_header(text: str) -> list[str]:
     """The header's columns, or a 422 naming what is missing or unknown."""
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(_lines(text))
     header = next(reader, None)
     if not header:
         raise InvalidError("the file is empty; the first line must name the columns", {"field": "file"})
@@ -90,6 +91,15 @@ def check_header(text: str) -> list[str]:
     if duplicated:
         raise InvalidError(f"columns named twice: {', '.join(duplicated)}", {"field": "file"})
     return header
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of `text` as `io.StringIO(text)` reads them, without copying all of it first."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start) + 1 or len(text)
+        yield text[start:end]
+        start = end
 
 
 def infer(value: str):
@@ -319,20 +329,14 @@ def plain_lines(text: str) -> list[int] | None:
     line reaches csv's field size limit: a chunk of the file is then a slice of the text, found
     without parsing it, and the helpers parse it. Any other file is parsed here, as a whole.
     """
-    if '"' in text or text.count("\r") != text.count("\r\n"):
+    if '"' in text or "\r" in text and text.count("\r") != text.count("\r\n"):
         return None
-    starts = [0]
-    find, append = text.find, starts.append
-    end = find("\n")
-    while end != -1:
-        append(end + 1)
-        end = find("\n", end + 1)
-    if starts[-1] == len(text) and len(starts) > 1:  # a final newline ends the last line
-        starts.pop()
-    ends = [*starts[1:], len(text)]
-    if max(map(operator.sub, ends, starts)) >= csv.field_size_limit():
+    lengths = list(map(len, text.split("\n")))  # of the lines without their newline
+    if len(lengths) > 1 and lengths[-1] == 0:  # a final newline ends the last line
+        lengths.pop()
+    if max(lengths) + 1 >= csv.field_size_limit():
         return None
-    return starts
+    return list(itertools.accumulate(map((1).__add__, lengths[:-1]), initial=0))  # each line starts after the last
 
 
 def _chunks(text: str, done: int, lines: list[int] | None) -> Iterator[tuple[int, int, str | list[list[str]]]]:

@@ -33,6 +33,7 @@ def chunked_rows(text: str, done: int, lines) -> list:
 @settings(max_examples=3000, deadline=None)
 @given(csv_texts, st.integers(1, 4), st.integers(0, 5))
 def test_slices_of_a_plain_file_read_as_the_whole_file_does(text, chunk, done):
+    assert list(imports._lines(text)) == list(io.StringIO(text))  # what check_header reads the header from
     lines = imports.plain_lines(text)
     if lines is None:
         return
