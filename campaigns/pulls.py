@@ -9,11 +9,14 @@ campaign records their delivery (or, in control, their exposure) once; later pul
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import json
 import threading
 from collections.abc import Callable
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -38,6 +41,7 @@ from tidings.db import insert_for, utcnow
 from tidings.errors import NotFoundError
 
 S = DeliveryStatus
+MAX_KEPT_ARMS = 50_000  # people whose splits a snapshot keeps (a few hundred bytes each)
 INTERACTIONS = ("impression", "click", "dismiss", "open")
 deliveries = Delivery.__table__
 
@@ -50,10 +54,13 @@ class Pulled:
     run_id: int
     triggered: bool
     expires_hours: dict[str, int | None]  # by variant name (in-app)
+    # Content without template syntax, rendered once, by (target index, variant): the same for
+    # everyone (config campaigns only: their content is read, never changed, once rendered).
+    constant: dict[tuple[int, str], dict] = dataclasses.field(default_factory=dict)
 
-    @property
-    def id(self) -> int:
-        return self.compiled.campaign_id
+    def __post_init__(self) -> None:
+        self.id = self.compiled.campaign_id
+        self.run_key = f"run:{self.run_id}"  # the dedupe key of its deliveries
 
 
 class Snapshot:
@@ -75,7 +82,14 @@ class Snapshot:
                             {v["name"]: v["content"].get("expires_hours") for t in c.spec["targets"]
                              for v in t["variants"]})
             (self.inapp if c.channel == "inapp" else self.config).append(pulled)
+        for pulled in self.config:
+            for index, contents in enumerate(pulled.compiled.contents):
+                for variant, content in contents.items():
+                    if content.constant:
+                        with contextlib.suppress(RenderError):  # a pull renders it again, and fails
+                            pulled.constant[index, variant] = content.render({})
         self.ids = {"inapp": [p.id for p in self.inapp], "config": [p.id for p in self.config]}
+        self.position = {p.id: i for i, p in enumerate(self.inapp)}  # in-app campaign id -> index
         self.hooks = {h.key: h.default for h in session.scalars(sa.select(Hook).where(Hook.app_id == app_id))}
         nodes = [n for p in self.inapp + self.config for n in p.compiled.nodes()]
         self.query = Or(tuple(nodes))
@@ -91,6 +105,9 @@ class Snapshot:
                 self._distinct.append(node)
             self._slot[id(node)] = slots[node]
         self._predicates: tuple[int, list] | None = None
+        self._arms: dict[tuple, tuple[Arm | None, ...]] = {}
+        self._names_literal = _array_literal(name for name, _ in self.windows)
+        self._ids_literal = {kind: _array_literal(ids) for kind, ids in self.ids.items()}
 
     def predicates(self, now: dt.datetime) -> list[Callable[[Profile], bool]]:
         """A compiled predicate per distinct condition, reused within the same second."""
@@ -102,10 +119,9 @@ class Snapshot:
         self._predicates = (second, compiled)
         return compiled
 
-    def arms(self, pulled: list[Pulled], profile: Profile, external_id: str,
-             now: dt.datetime) -> dict[int, Arm | None]:
-        """Each campaign's arm for this person: the first target whose segment matches (None when
-        outside the audience or every target)."""
+    def choices(self, pulled: list[Pulled], profile: Profile, now: dt.datetime) -> tuple[int | None, ...]:
+        """Each campaign's target for this person, in `pulled` order: the index of the first
+        target whose segment matches, None when outside the audience or every target."""
         preds, slot, seen = self.predicates(now), self._slot, {}
 
         def matches(node) -> bool:
@@ -115,16 +131,41 @@ class Snapshot:
                 found = seen[index] = preds[index](profile)
             return found
 
-        out: dict[int, Arm | None] = {}
+        out: list[int | None] = []
         for p in pulled:
-            c, arm = p.compiled, None
+            c, choice = p.compiled, None
             if c.audience is None or matches(c.audience):
                 for index, node in enumerate(c.targets):
                     if node is None or matches(node):
-                        arm = c.split(index, external_id)
+                        choice = index
                         break
-            out[p.id] = arm
-        return out
+            out.append(choice)
+        return tuple(out)
+
+    def arms(self, pulled: list[Pulled], choices: tuple[int | None, ...], external_id: str) -> tuple[Arm | None, ...]:
+        """The arm of each chosen target (see `choices`) for this person. Splits are hashes of
+        the person's id, the same on every pull of this snapshot: the last people's are kept."""
+        key = (id(pulled), external_id, choices)
+        arms = self._arms.get(key)
+        if arms is None:
+            arms = tuple(None if index is None else p.compiled.split(index, external_id)
+                         for p, index in zip(pulled, choices))
+            if len(self._arms) >= MAX_KEPT_ARMS:
+                self._arms.clear()
+            self._arms[key] = arms
+        return arms
+
+    def params(self, kind: str, external_id: str, now: dt.datetime) -> dict:
+        """`_person_params` for this snapshot's `kind` ("inapp" or "config") campaigns, the
+        constant arrays written once."""
+        return {"app_id": self.app_id, "external_id": external_id, "names": self._names_literal,
+                "cutoffs": _cutoffs_literal(self.windows, now), "campaigns": self._ids_literal[kind]}
+
+
+def _array_literal(values) -> str:
+    """A PostgreSQL array literal of `values` (their text, each quoted)."""
+    quoted = (str(v).replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{q}"' for q in quoted) + "}"
 
 
 _snapshots: dict[int, Snapshot] = {}
@@ -154,7 +195,7 @@ class Held:
     dedupe_key: str
     status: str
     variant: str | None
-    content: dict | None
+    content: dict | str | None  # str: the JSON text itself (read for the fast path, see read_only_pull)
     sent_at: dt.datetime | None
     send_after: dt.datetime
     dismissed: bool
@@ -228,30 +269,38 @@ _PERSON_COLUMNS = """
           JOIN events e ON e.user_id = u.id AND e.app_id = u.app_id AND e.name = w.name
                        AND e.time >= w.cutoff),
 """
+# In-app pulls read the person's deliveries of the campaigns, their content as JSON text apart
+# (joined by RS, which JSON text never holds unescaped): the fast path passes it on unparsed.
 _HELD = """
-       (SELECT json_agg(json_build_array(dl.id, dl.campaign_id, dl.dedupe_key, dl.status, dl.variant, dl.content,
-                                         dl.sent_at AT TIME ZONE 'UTC', dl.send_after AT TIME ZONE 'UTC',
-                                         EXISTS (SELECT 1 FROM interactions i
-                                                  WHERE i.delivery_id = dl.id AND i.type = 'dismiss'))
-                        ORDER BY dl.id)
-          FROM deliveries dl WHERE dl.user_id = u.id AND dl.campaign_id = ANY(%(campaigns)s::bigint[]))"""
+       h.held, h.contents"""
+_HELD_JOIN = """
+  LEFT JOIN LATERAL (
+       SELECT json_agg(json_build_array(dl.id, dl.campaign_id, dl.dedupe_key, dl.status, dl.variant,
+                                        dl.sent_at AT TIME ZONE 'UTC', dl.send_after AT TIME ZONE 'UTC',
+                                        EXISTS (SELECT 1 FROM interactions i
+                                                 WHERE i.delivery_id = dl.id AND i.type = 'dismiss'))
+                       ORDER BY dl.id) AS held,
+              string_agg(coalesce(dl.content::text, 'null'), E'\\x1e' ORDER BY dl.id) AS contents
+         FROM deliveries dl WHERE dl.user_id = u.id AND dl.campaign_id = ANY(%(campaigns)s::bigint[])) h ON true"""
 # Hook pulls only ask which campaigns the person has a delivery of: an index-only scan.
 _RECORDED = """
        (SELECT array_agg(DISTINCT dl.campaign_id)
           FROM deliveries dl WHERE dl.user_id = u.id AND dl.campaign_id = ANY(%(campaigns)s::bigint[]))"""
 # By `with_deliveries`.
 _PERSON_SQL = {full: f"""SELECT {_PERSON_COLUMNS} {_HELD if full else _RECORDED}
-  FROM users u WHERE u.app_id = %(app_id)s AND u.external_id = %(external_id)s""" for full in (True, False)}
+  FROM users u {_HELD_JOIN if full else ""}
+ WHERE u.app_id = %(app_id)s AND u.external_id = %(external_id)s""" for full in (True, False)}
 # The read-only fast path (see read_only_pull): the same, with the app's config version, and only
 # while the caller's key is still one of the app's keys.
 _KEYED_PERSON_SQL = {full: f"""SELECT a.config_version, {_PERSON_COLUMNS} {_HELD if full else _RECORDED}
-  FROM apps a LEFT JOIN users u ON u.app_id = a.id AND u.external_id = %(external_id)s
+  FROM apps a LEFT JOIN users u ON u.app_id = a.id AND u.external_id = %(external_id)s {_HELD_JOIN if full else ""}
  WHERE a.id = %(app_id)s AND (a.client_key_hash = %(digest)s OR a.server_key_hash = %(digest)s)"""
                      for full in (True, False)}
 
 
 def _utc(text: str | None) -> dt.datetime | None:
-    return None if text is None else dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+    """A UTC time PostgreSQL wrote as text (`AT TIME ZONE 'UTC'`), aware."""
+    return None if text is None else dt.datetime.fromisoformat(text + "+00:00")  # cheaper than replace(tzinfo=)
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -266,15 +315,23 @@ def _load_person_pg(session: Session, snap: Snapshot, external_id: str, campaign
 
 
 def _person_params(snap: Snapshot, external_id: str, campaign_ids: list[int], now: dt.datetime) -> dict:
-    return {"app_id": snap.app_id, "external_id": external_id, "names": [name for name, _ in snap.windows],
-            "cutoffs": [window_start(now, window) for _, window in snap.windows], "campaigns": campaign_ids}
+    """The bind parameters of `_PERSON_SQL`. Arrays go as PostgreSQL array literals (text), which
+    the driver sends as they are instead of encoding them element by element."""
+    return {"app_id": snap.app_id, "external_id": external_id,
+            "names": _array_literal(name for name, _ in snap.windows), "cutoffs": _cutoffs_literal(snap.windows, now),
+            "campaigns": _array_literal(campaign_ids)}
 
 
-def _person(snap: Snapshot, external_id: str, row, with_deliveries: bool) -> Person | None:
+def _cutoffs_literal(windows: list, now: dt.datetime) -> str:
+    return "{" + ",".join(f'"{window_start(now, window).isoformat()}"' for _, window in windows) + "}"
+
+
+def _person(snap: Snapshot, external_id: str, row, with_deliveries: bool, raw: bool = False) -> Person | None:
+    """The Person of a `_PERSON_SQL` row. `raw`: deliveries keep their content as JSON text."""
     if row[0] is None:
         return None
     (user_id, attributes, language, timezone, country, region, city, lat, lon, sms_opt_in, push_opt_in,
-     created_at, last_seen_at, devices, events, held) = row
+     created_at, last_seen_at, devices, events, *held) = row
     attributes = attributes if attributes is not None else {}
     profile = Profile(
         attributes=attributes, language=language, timezone=timezone, country=country, region=region, city=city,
@@ -284,13 +341,21 @@ def _person(snap: Snapshot, external_id: str, row, with_deliveries: bool) -> Per
         events=tuple(EventView(name, _utc(time), props if props is not None else {}) for name, time, props in events or ()),
     )
     if with_deliveries:
-        held = tuple(Held(i, c, k, st, v, content, _utc(sent), _utc(after), dismissed)
-                     for i, c, k, st, v, content, sent, after, dismissed in held or ())
+        meta, contents = held
+        contents = contents.split("\x1e") if contents is not None else ()
+        held = tuple(Held(i, c, k, st, v, _content(text, raw), _utc(sent), _utc(after), dismissed)
+                     for (i, c, k, st, v, sent, after, dismissed), text in zip(meta or (), contents, strict=True))
         recorded = frozenset(d.campaign_id for d in held)
     else:
-        held, recorded = (), frozenset(held or ())
+        held, recorded = (), frozenset(held[0] or ())
     return Person(user_id, snap.app_id, external_id, attributes, language, country, region, city, timezone, profile,
                   held, recorded)
+
+
+def _content(text: str, raw: bool):
+    if text == "null":
+        return None
+    return text if raw else json.loads(text)
 
 
 def _record(session: Session, rows: list[dict]) -> None:
@@ -302,7 +367,7 @@ def _record(session: Session, rows: list[dict]) -> None:
 
 def _new_row(pulled: Pulled, user: Person, arm: Arm, content, now: dt.datetime) -> dict:
     return {"app_id": user.app_id, "campaign_id": pulled.id, "run_id": pulled.run_id, "user_id": user.id,
-            "dedupe_key": f"run:{pulled.run_id}", "target_index": arm.target_index, "variant": arm.variant,
+            "dedupe_key": pulled.run_key, "target_index": arm.target_index, "variant": arm.variant,
             "control": arm.control, "status": S.CONTROL if arm.control else S.SENT,
             "reason": "control" if arm.control else None, "content": content, "send_after": now,
             "sent_at": None if arm.control else now, "attempts": 0, "created_at": now, "updated_at": now}
@@ -319,7 +384,7 @@ def inapp_messages(session: Session, app_id: int, version: int, external_id: str
     person = load_person(session, snap, external_id, ids, now)
     if person is None:
         return []
-    arms, new_rows, due = _inapp_plan(snap, person, now)
+    choices, new_rows, due = _inapp_plan(snap, person, now)
     for pulled, delivery_id, arm in due:
         _settle_triggered(session, pulled, person, delivery_id, arm, now)
     _record(session, new_rows)
@@ -327,24 +392,28 @@ def inapp_messages(session: Session, app_id: int, version: int, external_id: str
     if new_rows or due:
         session.flush()
         held = _held(session, person.id, ids)
-    return _inapp_shown(snap, held, arms, now)
+    return _inapp_shown(snap, held, choices, now)
 
 
 def _inapp_plan(snap: Snapshot, person: Person, now: dt.datetime):
-    """(arm per campaign, first-pull rows to record, triggered sends now due to settle)."""
-    by_campaign: dict[int, list[Held]] = {}
+    """(target chosen per campaign, first-pull rows to record, triggered sends now due to settle).
+    A person's split is only worked out for what it decides: a first pull or a due send."""
+    standing, waiting = set(), {}
     for d in person.held:
-        by_campaign.setdefault(d.campaign_id, []).append(d)
-    arms = snap.arms(snap.inapp, person.profile, person.external_id, now)
+        standing.add((d.campaign_id, d.dedupe_key))
+        if d.status == S.PENDING and d.send_after <= now:
+            waiting.setdefault(d.campaign_id, []).append(d.id)
+    choices = snap.choices(snap.inapp, person.profile, now)
     new_rows, due = [], []
-    for pulled in snap.inapp:
-        arm = arms[pulled.id]
-        rows = by_campaign.get(pulled.id, [])
+    for pulled, index in zip(snap.inapp, choices):
         if pulled.triggered:  # sends waiting for their delay: decided at the first pull after it
-            due += [(pulled, d.id, arm) for d in rows if d.status == S.PENDING and d.send_after <= now]
+            if pulled.id in waiting:
+                arm = None if index is None else pulled.compiled.split(index, person.external_id)
+                due += [(pulled, delivery_id, arm) for delivery_id in waiting[pulled.id]]
             continue
-        if arm is None or any(d.dedupe_key == f"run:{pulled.run_id}" for d in rows):
+        if index is None or (pulled.id, pulled.run_key) in standing:
             continue
+        arm = pulled.compiled.split(index, person.external_id)
         content = None
         if not arm.control:
             try:
@@ -352,17 +421,18 @@ def _inapp_plan(snap: Snapshot, person: Person, now: dt.datetime):
             except RenderError:
                 continue  # a bad value for this person: show nothing rather than a broken message
         new_rows.append(_new_row(pulled, person, arm, content, now))
-    return arms, new_rows, due
+    return choices, new_rows, due
 
 
-def _inapp_shown(snap: Snapshot, held: tuple[Held, ...], arms: dict, now: dt.datetime) -> list[dict]:
-    live = {p.id: p for p in snap.inapp}
+def _inapp_shown(snap: Snapshot, held: tuple[Held, ...], choices: tuple[int | None, ...],
+                 now: dt.datetime) -> list[dict]:
     messages = []
     for d in held:
-        pulled = live[d.campaign_id]
         if d.status not in (S.SENT, S.DELIVERED) or d.dismissed or d.content is None:
             continue
-        if not pulled.triggered and arms[pulled.id] is None:
+        position = snap.position[d.campaign_id]
+        pulled = snap.inapp[position]
+        if not pulled.triggered and choices[position] is None:
             continue  # no longer in the audience
         hours = pulled.expires_hours.get(d.variant)
         expires_at = d.sent_at + dt.timedelta(hours=hours) if hours else None
@@ -414,17 +484,18 @@ def _hooks_plan(snap: Snapshot, person: Person | None, external_id: str, now: dt
     else:  # not known yet: defaults and segment-free targets only, nothing recorded
         profile, recorded = Profile(), set()
     new_rows = []
-    arms = snap.arms(snap.config, profile, external_id, now)
-    for pulled in snap.config:
-        arm = arms[pulled.id]
+    arms = snap.arms(snap.config, snap.choices(snap.config, profile, now), external_id)
+    for pulled, arm in zip(snap.config, arms):
         if arm is None:
             continue
         content = None
         if not arm.control:
-            try:
-                content = render_for(pulled.compiled, arm, person or _anonymous(external_id))
-            except RenderError:
-                continue
+            content = pulled.constant.get((arm.target_index, arm.variant))
+            if content is None:
+                try:
+                    content = render_for(pulled.compiled, arm, person or _anonymous(external_id))
+                except RenderError:
+                    continue
             for key, value in content["hooks"].items():
                 if key in values:
                     values[key] = value
@@ -440,28 +511,32 @@ def read_only_pull(cursor, kind: str, app_id: int, key_digest: str, external_id:
     PostgreSQL driver `cursor`; None when the pull must go the full way (`inapp_messages` /
     `hook_values`, the authority): no snapshot of the app in this process yet, the app's config
     changed since, the key is no longer one of the app's, or the pull would record a delivery or
-    settle a triggered send. Whatever it answers, the full way would have answered too."""
+    settle a triggered send. Whatever it answers, the full way would have answered too; messages'
+    content comes as `orjson.Fragment`s of its JSON text, for `orjson.dumps`."""
     now = now or utcnow()
     snap = _snapshots.get(app_id)
     if snap is None:
         return None
-    params = _person_params(snap, external_id, snap.ids["inapp" if kind == "inapp" else "config"], now)
+    params = snap.params("inapp" if kind == "inapp" else "config", external_id, now)
     params["digest"] = key_digest
     full = kind == "inapp"
     cursor.execute(_KEYED_PERSON_SQL[full], params, prepare=True)
     row = cursor.fetchone()
     if row is None or row[0] != snap.version:
         return None
-    person = _person(snap, external_id, row[1:], full)
+    person = _person(snap, external_id, row[1:], full, raw=True)
     if kind == "hooks":
         values, new_rows = _hooks_plan(snap, person if snap.config else None, external_id, now)
         return None if new_rows else values
     if person is None or not snap.inapp:
         return {"messages": []}
-    arms, new_rows, due = _inapp_plan(snap, person, now)
+    choices, new_rows, due = _inapp_plan(snap, person, now)
     if new_rows or due:
         return None
-    return {"messages": _inapp_shown(snap, person.held, arms, now)}
+    messages = _inapp_shown(snap, person.held, choices, now)
+    for message in messages:  # content stays the JSON text PostgreSQL wrote
+        message["content"] = orjson.Fragment(message["content"])
+    return {"messages": messages}
 
 
 def _anonymous(external_id: str):

@@ -125,3 +125,14 @@ def test_the_budget_is_shared_and_never_counted_twice(api, client_api, served, m
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     # One budget for every limited endpoint of the key.
     assert client_api.post("/deliveries/1/interactions", json={"type": "click"}).status_code == 429
+
+
+def test_a_large_budget_is_counted_a_block_at_a_time(api, client_api, served, monkeypatch):
+    """640 a minute: the fast path counts blocks of 10 on Redis. After the view's one request it
+    admits 63 blocks (631 in all); the 64th block would pass 640, so the rest are refused: never
+    more than the budget, and fewer only by less than a block."""
+    monkeypatch.setenv("TIDINGS_CLIENT_RATE_LIMIT", "640 per minute")
+    api.put("/users/ann", json={"country": "FR"})
+    codes = [client_api.get("/users/ann/hooks").status_code for _ in range(632)]
+    assert codes[:631] == [200] * 631 and codes[631] == 429
+    assert len(served) == 630

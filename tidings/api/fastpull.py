@@ -17,10 +17,11 @@ budget is marked so flask-limiter does not count it twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
+
+import orjson
 
 from campaigns import pulls
 from tidings import db, limits
@@ -102,4 +103,7 @@ class PullFastPath:
         _connections.give_back(held)
         if answer is None:
             return None
-        return json.dumps(answer, separators=(",", ":")).encode()
+        try:
+            return orjson.dumps(answer)
+        except TypeError:  # an integer past 64 bits in a hook's value: the view answers it
+            return None
