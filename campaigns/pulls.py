@@ -41,7 +41,7 @@ from tidings.db import insert_for, utcnow
 from tidings.errors import NotFoundError
 
 S = DeliveryStatus
-MAX_KEPT_ARMS = 50_000  # people whose splits a snapshot keeps (a few hundred bytes each)
+MAX_KEPT_ARMS = 20_000  # people whose splits a snapshot keeps (under 1 kB each)
 INTERACTIONS = ("impression", "click", "dismiss", "open")
 deliveries = Delivery.__table__
 
