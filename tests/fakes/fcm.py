@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -33,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import exceptions as google_auth_exceptions
 from google.auth import jwt
 
-from tests.fakes.server import FakeHTTPServer, Request, Response
+from tests.fakes.server import FakeHTTPServer, Faults, Request, Response
 
 __all__ = ["FakeFCM", "FCMMessage", "FCM_ERRORS", "service_account_info"]
 
@@ -135,8 +134,7 @@ class FakeFCM(FakeHTTPServer):
         self._tokens: dict[str, tuple[float, str]] = {}  # access token -> (expiry, project)
         self._requests: list[FCMMessage] = []
         self._token_requests = 0
-        self._next_faults: deque[Fault] = deque()
-        self._token_faults: dict[str, list] = {}
+        self.faults = Faults()
         self._ids = itertools.count(1)
 
     @property
@@ -163,20 +161,16 @@ class FakeFCM(FakeHTTPServer):
         usual code for it (429 QUOTA_EXCEEDED, 500 INTERNAL, 503 UNAVAILABLE).
         """
         fault = _fault(code, status, retry_after, delay, message)
-        with self.lock:
-            self._next_faults.extend([fault] * n)
+        self.faults.add_next(fault, n)
 
     def fault_for(self, token: str, *, code: str | None = None, status: int | None = None,
                   retry_after: float | None = None, delay: float = 0.0, message: str | None = None,
                   times: int | None = None) -> None:
         """Make sends to device `token` (or fid) fail, every time or the next `times` times."""
-        with self.lock:
-            self._token_faults[token] = [_fault(code, status, retry_after, delay, message), times]
+        self.faults.add_for(token, _fault(code, status, retry_after, delay, message), times)
 
     def clear_faults(self) -> None:
-        with self.lock:
-            self._next_faults.clear()
-            self._token_faults.clear()
+        self.faults.clear()
 
     def reset(self) -> None:
         with self.lock:
@@ -249,7 +243,7 @@ class FakeFCM(FakeHTTPServer):
                 raise TypeError("message must be an object")
         except (ValueError, KeyError, TypeError) as exc:
             return _google_error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
-        fault = self._take_fault(message.get("token") or message.get("fid"))
+        fault = self.faults.take(message.get("token") or message.get("fid"))
         if fault is not None and fault.code is not None:
             response = _fcm_error(fault.code, fault.status, fault.retry_after, fault.message)
         else:
@@ -263,21 +257,6 @@ class FakeFCM(FakeHTTPServer):
         with self.lock:
             self._requests.append(record)
         return response
-
-    def _take_fault(self, token: str | None) -> Fault | None:
-        with self.lock:
-            entry = self._token_faults.get(token) if token is not None else None
-            if entry is not None:
-                fault, remaining = entry
-                if remaining is not None:
-                    if remaining <= 1:
-                        del self._token_faults[token]
-                    else:
-                        entry[1] = remaining - 1
-                return fault
-            if self._next_faults:
-                return self._next_faults.popleft()
-        return None
 
 
 def _validate(message: dict) -> Response | None:

@@ -92,6 +92,43 @@ def unused_local_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+class Faults:
+    """What a fake answers instead of succeeding: the next `n` requests, or every (or the next
+    `times`) request for one recipient, which comes first. Any fault value; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next: deque = deque()
+        self._for: dict[str, list] = {}  # recipient -> [fault, remaining or None]
+
+    def add_next(self, fault, n: int = 1) -> None:
+        with self._lock:
+            self._next.extend([fault] * n)
+
+    def add_for(self, recipient: str, fault, times: int | None = None) -> None:
+        with self._lock:
+            self._for[recipient] = [fault, times]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._next.clear()
+            self._for.clear()
+
+    def take(self, recipient: str | None):
+        """The fault for this request, used up; None: succeed."""
+        with self._lock:
+            entry = self._for.get(recipient) if recipient is not None else None
+            if entry is not None:
+                fault, remaining = entry
+                if remaining is not None:
+                    if remaining <= 1:
+                        del self._for[recipient]
+                    else:
+                        entry[1] = remaining - 1
+                return fault
+            return self._next.popleft() if self._next else None
+
+
 class FakeHTTPServer:
     """Base of the provider fakes: start/stop, a context manager, `url`, `lock`, `errors`."""
 

@@ -22,14 +22,13 @@ import re
 import secrets
 import urllib.error
 import urllib.request
-from collections import deque
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from urllib.parse import unquote_plus, urlencode
 
 from twilio.request_validator import RequestValidator
 
-from tests.fakes.server import FakeHTTPServer, Request, Response
+from tests.fakes.server import FakeHTTPServer, Faults, Request, Response
 
 __all__ = ["FakeTwilio", "SignedCallback", "TwilioMessage", "TWILIO_ERRORS"]
 
@@ -123,8 +122,7 @@ class FakeTwilio(FakeHTTPServer):
         self._authorization = "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
         self._requests: list[TwilioMessage] = []
         self._by_sid: dict[str, TwilioMessage] = {}
-        self._next_faults: deque[Fault] = deque()
-        self._recipient_faults: dict[str, list] = {}  # to -> [Fault, remaining or None]
+        self.faults = Faults()
         self._ids = itertools.count(1)
 
     # -- knobs -------------------------------------------------------------------------------
@@ -137,19 +135,15 @@ class FakeTwilio(FakeHTTPServer):
         status. `status` alone (429, 500, 503) uses Twilio's generic code for it.
         """
         fault = _fault(status, code, retry_after, delay)
-        with self.lock:
-            self._next_faults.extend([fault] * n)
+        self.faults.add_next(fault, n)
 
     def fault_for(self, to: str, *, status: int | None = None, code: int | None = None,
                   retry_after: float | None = None, delay: float = 0.0, times: int | None = None) -> None:
         """Make requests to number `to` fail, every time or the next `times` times."""
-        with self.lock:
-            self._recipient_faults[to] = [_fault(status, code, retry_after, delay), times]
+        self.faults.add_for(to, _fault(status, code, retry_after, delay), times)
 
     def clear_faults(self) -> None:
-        with self.lock:
-            self._next_faults.clear()
-            self._recipient_faults.clear()
+        self.faults.clear()
 
     def reset(self) -> None:
         """Forget faults and everything received."""
@@ -226,7 +220,7 @@ class FakeTwilio(FakeHTTPServer):
             return _error(20404)
         fields = _form_fields(request.body)
         to = fields.get("To")
-        fault = self._take_fault(to)
+        fault = self.faults.take(to)
         delay = fault.delay if fault else 0.0
         if fault is not None and fault.code is not None:
             response = _error(fault.code, fault.status, fault.retry_after, to=to)
@@ -243,21 +237,6 @@ class FakeTwilio(FakeHTTPServer):
             if sid is not None:
                 self._by_sid[sid] = record
         return response
-
-    def _take_fault(self, to: str | None) -> Fault | None:
-        with self.lock:
-            entry = self._recipient_faults.get(to) if to is not None else None
-            if entry is not None:
-                fault, remaining = entry
-                if remaining is not None:
-                    if remaining <= 1:
-                        del self._recipient_faults[to]
-                    else:
-                        entry[1] = remaining - 1
-                return fault
-            if self._next_faults:
-                return self._next_faults.popleft()
-        return None
 
     @staticmethod
     def _validate(fields: dict[str, str]) -> Response | None:
