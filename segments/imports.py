@@ -26,7 +26,6 @@ import io
 import itertools
 import math
 import multiprocessing as mp
-import operator
 import os
 import re
 import signal
@@ -36,7 +35,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from marshmallow import ValidationError
+from sqlalchemy.orm import Session
 
 from segments import fastpath
 from segments.models import ImportStatus, UserImport
@@ -243,16 +244,21 @@ def run_import(import_id: int) -> None:
         imp.status = ImportStatus.RUNNING
         imp.started_at = imp.started_at or utcnow()
         app_id, done = imp.app_id, imp.processed_rows
-        text = decode(imp.content or b"")
+        postgres = session.get_bind().dialect.name == "postgresql"
+        text = decode(_content(session, imp) if postgres else imp.content or b"")
         header = check_header(text)
         lines = plain_lines(text)
         if imp.total_rows is None:
             imp.total_rows = len(lines) - 1 if lines is not None else sum(1 for _ in _rows(text))
         total = imp.total_rows
-        stage = session.get_bind().dialect.name == "postgresql"  # rows go out ready for COPY
 
     def write(start: int, prepared: Prepared) -> None:
         with session_scope() as session:
+            if postgres:
+                # Not waiting for the WAL flush of each chunk: a crash may lose the last chunks, their
+                # rows and progress together (the import resumes before them), and the final commit
+                # below waits for all of them. ~15 ms a chunk on this box.
+                session.execute(_ASYNC_COMMIT)
             imp = session.get(UserImport, import_id, with_for_update=True)
             if imp.processed_rows != start:  # another run of this import got here first
                 raise _Superseded
@@ -268,7 +274,7 @@ def run_import(import_id: int) -> None:
     # Chunks are prepared ahead (in helper processes for big files), the writer thread commits
     # one chunk at a time: chunk n+1 is handed over only after chunk n committed, so the order
     # and the progress counter stay exactly as in a plain loop.
-    with _gc_paused(), _preparer(header, stage, total - done) as prepare, \
+    with _gc_paused(), _preparer(header, postgres, total - done) as prepare, \
             ThreadPoolExecutor(1, thread_name_prefix=f"import-{import_id}") as writer:
         preparing: collections.deque = collections.deque()
         writing = None
@@ -301,6 +307,18 @@ def run_import(import_id: int) -> None:
             imp.status = ImportStatus.FINISHED
             imp.finished_at = utcnow()
             imp.content = None  # the people are imported; do not keep a second copy of their data
+
+
+_ASYNC_COMMIT = sa.text("SET LOCAL synchronous_commit = off")
+
+
+def _content(session: Session, imp: UserImport) -> bytes:
+    """The uploaded file, read from PostgreSQL in binary: a bytea's text form is hex, twice its size
+    (0.22 s -> 0.07 s for 22 MB)."""
+    with session.connection().connection.driver_connection.cursor(binary=True) as cursor:
+        cursor.execute(f"SELECT content FROM {UserImport.__table__.name} WHERE id = %s", (imp.id,))
+        content = cursor.fetchone()[0]
+    return content or b""
 
 
 @contextlib.contextmanager
