@@ -343,9 +343,9 @@ def _gc_paused() -> Iterator[None]:
 def plain_lines(text: str) -> list[int] | None:
     """Where each line of `text` starts, when `csv.reader` reads every line as one record; else None.
 
-    So when no cell is quoted (no `"` at all), every carriage return ends a line (CRLF) and no
-    line reaches csv's field size limit: a chunk of the file is then a slice of the text, found
-    without parsing it, and the helpers parse it. Any other file is parsed here, as a whole.
+    That is when nothing is quoted (no `"` at all), every carriage return ends a line (CRLF) and
+    no line reaches csv's field size limit. A chunk of such a file is a slice of its text, found
+    without parsing it; the helpers parse it. Any other file is parsed here, as a whole, first.
     """
     if '"' in text or "\r" in text and text.count("\r") != text.count("\r\n"):
         return None
