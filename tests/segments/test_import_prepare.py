@@ -170,3 +170,20 @@ def test_helpers_and_in_place_imports_agree(api, other_api, run_jobs, monkeypatc
     assert helped["status"] == "finished" and helped["processed_rows"] == helped["total_rows"] == 42
     assert helped["error_count"] == len(helped["errors"]) > 0
     assert profiles(api.app_id, "") == profiles(other_api.app_id, "") != {}
+
+
+def test_a_failing_write_stops_the_job_and_its_helpers(api, run_jobs, monkeypatch):
+    calls = []
+
+    def failing(session, app_id, changes, now=None):
+        calls.append(app_id)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        return people.upsert_profiles(session, app_id, changes, now)
+
+    monkeypatch.setattr(imports, "upsert_profiles", failing)
+    monkeypatch.setattr(imports, "CHUNK", 2)
+    monkeypatch.setattr(imports, "HELPER_MIN_ROWS", 10)
+    text = "external_id,city\n" + "".join(f"u{i},Oslo\n" for i in range(40))
+    report = run_import(api, run_jobs, text)  # the queue to the writer is full when it fails: no wait for ever
+    assert report["status"] == "failed" and report["processed_rows"] == 4 and len(calls) == 3
