@@ -166,6 +166,10 @@ def require_aware(now: dt.datetime) -> dt.datetime:
 
 # ---- geo ------------------------------------------------------------------------------------
 
+def _flush(x: float) -> float:
+    return 0.0 if -Haversine.FLUSH < x < Haversine.FLUSH else x
+
+
 class Haversine:
     """`near(lat, lon, d)` as `hav(distance / R) <= hav(d / R)`, a monotone form of the haversine.
 
@@ -176,7 +180,15 @@ class Haversine:
 
     with the same operations in the same order on IEEE doubles, and compare it with `limit`,
     so they agree to the last bit without the asin/sqrt domain errors of the textbook form.
+
+    PostgreSQL raises an error ("value out of range: underflow") where a product or quotient of
+    nonzero doubles rounds to zero, so both sides first take differences (and the latitude the
+    cosine is of) below `FLUSH` in magnitude as 0: each term stays far above the smallest double
+    or is exactly 0. For the cosine nothing changes (cos of anything that small is 1.0); a
+    difference that small moves the term by less than 1e-200.
     """
+
+    FLUSH = 1e-100
 
     def __init__(self, near: Near):
         self.lat0 = float(near.lat)
@@ -198,9 +210,9 @@ class Haversine:
                 self.lon_box = (lo, hi)
 
     def term(self, lat: float, lon: float) -> float:
-        s1 = math.sin((lat - self.lat0) * DEG / 2)
-        s2 = math.sin((lon - self.lon0) * DEG / 2)
-        return s1 * s1 + self.cos_lat0 * math.cos(lat * DEG) * s2 * s2
+        s1 = math.sin(_flush(lat - self.lat0) * DEG / 2)
+        s2 = math.sin(_flush(lon - self.lon0) * DEG / 2)
+        return s1 * s1 + self.cos_lat0 * math.cos(_flush(lat) * DEG) * s2 * s2
 
     def matches(self, lat: float | None, lon: float | None) -> bool:
         if lat is None or lon is None:

@@ -280,10 +280,13 @@ class _Compiler:
         def f(x: float):
             return sa.literal(x, sa.Float())
 
+        def flush(x):  # as fields._flush (see Haversine)
+            return sa.case((sa.and_(x > f(-geo.FLUSH), x < f(geo.FLUSH)), f(0.0)), else_=x)
+
         deg, half = f(DEG), f(2.0)
-        s1 = sa.func.sin((lat - f(geo.lat0)) * deg / half)
-        s2 = sa.func.sin((lon - f(geo.lon0)) * deg / half)
-        term = s1 * s1 + f(geo.cos_lat0) * sa.func.cos(lat * deg) * s2 * s2
+        s1 = sa.func.sin(flush(lat - f(geo.lat0)) * deg / half)
+        s2 = sa.func.sin(flush(lon - f(geo.lon0)) * deg / half)
+        term = s1 * s1 + f(geo.cos_lat0) * sa.func.cos(flush(lat) * deg) * s2 * s2
         # A prefilter only: it can never drop a valid coordinate the formula keeps.
         box = [lat.between(f(geo.lat_box[0]), f(geo.lat_box[1]))]
         if geo.lon_box is not None:

@@ -260,6 +260,18 @@ def test_near_across_the_antimeridian_and_the_poles(session, tenant):
     assert select(session, tenant, "near(89.9, 10, 25km)") == {"over-the-pole", "pole"}
 
 
+def test_near_with_tiny_coordinates_and_differences(session, tenant):
+    """PostgreSQL errors where a product of nonzero doubles underflows to 0 (found by
+    test_sql_and_memory_agree_on_fresh_people): tiny latitudes and differences are taken as 0 on
+    both sides (see Haversine), so such people never break a query."""
+    for name, lat, lon in [("tiny-lat", 1e-200, 179.9), ("subnormal", 5e-324, 179.9), ("a-hair-off", 5e-324, 179.9 + 5e-14),
+                           ("near-equal", 1e-120, 0.0), ("origin", 0.0, 0.0)]:
+        make_user(session, tenant, name, lat=lat, lon=lon)
+    for text, want in [("near(0, 179.9, 0km)", {"tiny-lat", "subnormal"}), ("near(0, 0, 0km)", {"near-equal", "origin"}),
+                       ("near(0, 0, 1km)", {"near-equal", "origin"}), ("near(90, 0, 0km)", set())]:
+        assert select(session, tenant, text) == want, text  # select checks the memory side agrees
+
+
 def _destination(lat: float, lon: float, bearing: float, km: float) -> tuple[float, float]:
     """The point `km` away from (lat, lon) along `bearing` degrees, on the same sphere."""
     d = km / EARTH_RADIUS_KM
