@@ -231,7 +231,8 @@ def explain(campaign_id: int, path: str) -> None:
     with db.session_scope() as s:
         c = s.get(Campaign, campaign_id)
         reports.prepare_session(s)
-        stmt = reports.arms_statement(c, "postgresql", 30, dt.datetime.now(dt.UTC), reports.user_cuts(s, c))
+        stmt = reports.arms_statement(c, "postgresql", 30, dt.datetime.now(dt.UTC), reports.user_cuts(s, c),
+                                       reports.conversion_bounds(s, c))
         compiled = stmt.compile(dialect=postgresql.psycopg.dialect(), compile_kwargs={"literal_binds": True})
         plan = "\n".join(r[0] for r in s.connection().exec_driver_sql(
             "EXPLAIN (ANALYZE, BUFFERS) " + str(compiled)).all())

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from scipy.stats import chi2_contingency
 from sqlalchemy.orm import Session
 
-from campaigns.models import RUN_KEYS, Campaign, CampaignRun, Delivery, DeliveryStatus, Interaction
+from campaigns.models import RUN_KEYS, Campaign, CampaignRun, CampaignStatus, Delivery, DeliveryStatus, Interaction
 from segments.models import Event, User
 from tidings.db import utcnow
 
@@ -166,27 +166,26 @@ def _churn(campaign: Campaign, cutoff: dt.datetime, low: int | None, high: int |
             .group_by(people.c.target_index, people.c.control))
 
 
-def _converted(campaign: Campaign, conversion: dict) -> sa.Select:
+def _converted(campaign: Campaign, conversion: dict, bounds: Bounds) -> sa.Select:
     """Deliveries per arm whose window [t0, t0 + window_hours] holds a conversion event.
 
     Only people with such an event between the earliest and the latest window of the campaign
-    are looked at (a range of ix_events_app_name_time_user, gathered per person into an array),
-    and their deliveries are checked against it one by one. The bounds are joined rather than
-    scalar subqueries, and their min/max grouped so that it is not turned into index probes:
-    either would make an InitPlan, which keeps the part out of the parallel plan. They are wider
-    than needed (every sent_at, whatever the status), which only admits a few more candidates.
+    (`bounds`, read just before the statement) are looked at: a range of
+    ix_events_app_name_time_user, gathered per person into an array, and their deliveries are
+    checked against it one by one. The bounds come as parameters: a subquery here would be an
+    InitPlan, which keeps the part out of the parallel plan, or, joined, a nested loop that a
+    planner without statistics repeats per event.
     """
     window = sa.func.make_interval(0, 0, 0, 0, conversion["window_hours"])
-    started = (sa.select(sa.func.min(runs.c.started_at).label("lo"), sa.func.max(runs.c.started_at).label("hi"))
-               .where(runs.c.campaign_id == campaign.id).subquery("started"))  # one row
-    sent = (sa.select(sa.func.min(d.c.sent_at).label("lo"), sa.func.max(d.c.sent_at).label("hi"))
-            .where(d.c.campaign_id == campaign.id).group_by(d.c.campaign_id).subquery("sent"))  # one row or none
+    earliest, latest = bounds
+    latest_t0 = sa.literal(latest, sa.DateTime(timezone=True)) if latest is not None else None
+    if campaign.status != CampaignStatus.FINISHED:  # still sending: later t0s may be visible to the statement
+        now = sa.func.statement_timestamp()
+        latest_t0 = now if latest_t0 is None else sa.func.greatest(latest_t0, now)
     candidates = (
         sa.select(events.c.user_id, sa.func.array_agg(events.c.time).label("times"))
-        .select_from(started.outerjoin(sent, sa.true()).join(events, sa.and_(
-            events.c.app_id == campaign.app_id, events.c.name == conversion["event"],
-            events.c.time >= sa.func.least(started.c.lo, sent.c.lo),
-            events.c.time <= sa.func.greatest(started.c.hi, sent.c.hi) + window)))
+        .where(events.c.app_id == campaign.app_id, events.c.name == conversion["event"],
+               events.c.time >= earliest, events.c.time <= latest_t0 + window)
         .group_by(events.c.user_id)
         .subquery("candidates"))
     t0 = _t0()
@@ -198,6 +197,22 @@ def _converted(campaign: Campaign, conversion: dict) -> sa.Select:
                          .join(runs, runs.c.id == d.c.run_id))
             .where(*_reported(campaign), t0.is_not(None), in_window)
             .group_by(*arm))
+
+
+Bounds = tuple[dt.datetime | None, dt.datetime | None]
+
+
+def conversion_bounds(session: Session, campaign: Campaign) -> Bounds:
+    """(earliest, latest) start of a conversion window of the campaign so far: its runs' starts
+    (control) and its deliveries' sends; (None, None) when there is none yet. Windows starting
+    later (a campaign still sending) are allowed for in `_converted`."""
+    started = session.execute(sa.select(sa.func.min(runs.c.started_at), sa.func.max(runs.c.started_at))
+                              .where(runs.c.campaign_id == campaign.id)).one()
+    sent = session.execute(sa.select(sa.func.min(d.c.sent_at), sa.func.max(d.c.sent_at))
+                           .where(d.c.campaign_id == campaign.id)).one()
+    lows = [t for t in (started[0], sent[0]) if t is not None]
+    highs = [t for t in (started[1], sent[1]) if t is not None]
+    return (min(lows), max(highs)) if lows else (None, None)
 
 
 def _converted_of(campaign: Campaign, conversion: dict, where: list, sign: int) -> sa.Select:
@@ -213,8 +228,8 @@ def _converted_of(campaign: Campaign, conversion: dict, where: list, sign: int) 
             .group_by(*arm))
 
 
-def _postgresql_parts(campaign: Campaign, cutoff: dt.datetime,
-                      user_cuts: tuple[int, ...]) -> tuple[list[sa.Select], list[sa.Select]]:
+def _postgresql_parts(campaign: Campaign, cutoff: dt.datetime, user_cuts: tuple[int, ...],
+                      bounds: Bounds) -> tuple[list[sa.Select], list[sa.Select]]:
     """The report without grouping a million deliveries into units, as (parallel, serial) parts.
 
     Nearly always a unit is one delivery: a run writes one row per person, and only triggered
@@ -238,7 +253,9 @@ def _postgresql_parts(campaign: Campaign, cutoff: dt.datetime,
         conversion = None  # a window that ends before it starts holds nothing (as in _within)
     cuts = [None, *user_cuts, None]
     parallel = [_status(reported), *(_churn(campaign, cutoff, low, high) for low, high in itertools.pairwise(cuts)),
-                _interactions(reported)] + ([_converted(campaign, conversion)] if conversion else [])
+                _interactions(reported)]
+    if conversion and bounds[0] is not None:  # else no window has started: nothing converted
+        parallel.append(_converted(campaign, conversion, bounds))
 
     # Only people with a delivery not keyed `run:<its run>` can have a unit of several: a run
     # writes one such row per person (unique per campaign, person and key), so a second delivery
@@ -260,13 +277,16 @@ def _postgresql_parts(campaign: Campaign, cutoff: dt.datetime,
 
 
 def arms_statement(campaign: Campaign, dialect: str, inactive_days: int, now: dt.datetime,
-                   user_cuts: tuple[int, ...] = ()) -> sa.CompoundSelect:
+                   user_cuts: tuple[int, ...] = (), bounds: Bounds | None = None) -> sa.CompoundSelect:
     """The report's one statement (one snapshot): rows of the parts described at ROW_NUMBERS.
-    On PostgreSQL, `user_cuts` (see `user_cuts`) splits churn into parts; any cuts give the
-    same answer."""
+    On PostgreSQL, `user_cuts` (see `user_cuts`) splits churn into parts, any cuts giving the
+    same answer, and `bounds` (`conversion_bounds`, needed for a campaign with a conversion
+    event) says where its conversions can be."""
     cutoff = now - dt.timedelta(days=inactive_days)
     if dialect == "postgresql":
-        parallel, serial = _postgresql_parts(campaign, cutoff, user_cuts)
+        if bounds is None and campaign.spec.get("conversion"):
+            raise ValueError("arms_statement needs the campaign's conversion_bounds on PostgreSQL")
+        parallel, serial = _postgresql_parts(campaign, cutoff, user_cuts, bounds or (None, None))
         # OFFSET 0 keeps the parallel parts a subquery of their own: flattened into one UNION
         # with the serial parts, which read a CTE, none of them could go to a worker.
         return sa.union_all(sa.select(sa.union_all(*parallel).subquery("main")).offset(0), *serial)
@@ -335,9 +355,11 @@ def _arms(session: Session, campaign: Campaign, inactive_days: int, now: dt.date
           cuts: tuple[int, ...] | None = None) -> tuple[dict, dict]:
     dialect = session.get_bind().dialect.name
     prepare_session(session)
-    if dialect == "postgresql" and cuts is None:
-        cuts = user_cuts(session, campaign)
-    stmt = arms_statement(campaign, dialect, inactive_days, now, cuts or ())
+    bounds = None
+    if dialect == "postgresql":
+        cuts = user_cuts(session, campaign) if cuts is None else cuts
+        bounds = conversion_bounds(session, campaign)
+    stmt = arms_statement(campaign, dialect, inactive_days, now, cuts or (), bounds)
     return _fold(session.execute(stmt).all())
 
 

@@ -319,7 +319,7 @@ def test_the_parts_that_read_every_delivery_can_run_side_by_side(session, plante
     instead of 1)."""
     from sqlalchemy.dialects import postgresql
 
-    from campaigns.reports import _postgresql_parts, arms_statement, prepare_session, user_cuts
+    from campaigns.reports import _postgresql_parts, arms_statement, conversion_bounds, prepare_session, user_cuts
 
     prepare_session(session)
     # Cheap workers, so the planner parallelises even these few rows, as it does a million.
@@ -328,11 +328,12 @@ def test_the_parts_that_read_every_delivery_can_run_side_by_side(session, plante
     session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 2"))
     cuts = user_cuts(session, planted)
     assert len(cuts) == 1
-    stmt = arms_statement(planted, "postgresql", 30, NOW, cuts)
+    bounds = conversion_bounds(session, planted)
+    stmt = arms_statement(planted, "postgresql", 30, NOW, cuts, bounds)
     sql = str(stmt.compile(dialect=postgresql.psycopg.dialect(), compile_kwargs={"literal_binds": True}))
     plan = "\n".join(session.connection().exec_driver_sql("EXPLAIN (COSTS OFF) " + sql).scalars())
     session.rollback()
-    parallel, _ = _postgresql_parts(planted, NOW, cuts)
+    parallel, _ = _postgresql_parts(planted, NOW, cuts, bounds)
     assert len(parallel) == 5  # status, churn in two, interactions, conversions
     appended = plan.split("Parallel Append", 1)[1].split("\n  ->  ", 1)[0]  # up to the Append's next child
     assert appended.count("\n              ->  ") == len(parallel), plan
