@@ -92,6 +92,25 @@ def redis_conn(redis_url):
 
 
 @pytest.fixture
+def import_helper_pids(monkeypatch) -> set[int]:
+    """The pids of the helper processes CSV imports start (filled in as they get work)."""
+    import concurrent.futures
+
+    from segments import imports
+
+    pids: set[int] = set()
+
+    class Recording(concurrent.futures.ProcessPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            future = super().submit(fn, *args, **kwargs)
+            pids.update(p.pid for p in self._processes.values())
+            return future
+
+    monkeypatch.setattr(imports, "ProcessPoolExecutor", Recording)
+    return pids
+
+
+@pytest.fixture
 def settings(database_url, redis_url, tmp_path):
     from tidings.config import Settings
 

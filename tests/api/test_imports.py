@@ -163,19 +163,11 @@ def test_long_language_tag_is_a_row_error_not_a_crash(api, run_jobs):
     assert api.put("/users/u3", json={"language": tag}).status_code == 422
 
 
-def test_big_import_validates_in_a_helper_process_with_the_same_outcome(api, run_jobs, monkeypatch):
-    import concurrent.futures
+def test_big_import_validates_in_a_helper_process_with_the_same_outcome(api, run_jobs, monkeypatch,
+                                                                         import_helper_pids):
     import os
 
-    pids = set()
-
-    class Helper(concurrent.futures.ProcessPoolExecutor):
-        def submit(self, fn, *args, **kwargs):
-            future = super().submit(fn, *args, **kwargs)
-            pids.update(p.pid for p in self._processes.values())
-            return future
-
-    monkeypatch.setattr(imports, "ProcessPoolExecutor", Helper)
+    pids = import_helper_pids
     monkeypatch.setattr(imports, "CHUNK", 3)
     monkeypatch.setattr(imports, "HELPER_MIN_ROWS", 10)
     rows = [f"u{i},+1415555{i:04d},US,{'Mars/Base' if i % 7 == 3 else 'UTC'},{i}" for i in range(20)]

@@ -144,21 +144,13 @@ def run_import(api, run_jobs, text: str, done: int = 0) -> dict:
 
 @pytest.mark.parametrize("quoted,newline,done", [(False, "\n", 0), (False, "\r\n", 7), (True, "\n", 0),
                                                  (True, "\r\n", 9)])
-def test_helpers_and_in_place_imports_agree(api, other_api, run_jobs, monkeypatch, quoted, newline, done):
-    import concurrent.futures
+def test_helpers_and_in_place_imports_agree(api, other_api, run_jobs, monkeypatch, import_helper_pids,
+                                            quoted, newline, done):
     import os
 
-    pids = set()
-
-    class Helpers(concurrent.futures.ProcessPoolExecutor):
-        def submit(self, fn, *args, **kwargs):
-            future = super().submit(fn, *args, **kwargs)
-            pids.update(p.pid for p in self._processes.values())
-            return future
-
+    pids = import_helper_pids
     text = csv_file(quoted, newline)
     assert (imports.plain_lines(text) is None) == quoted
-    monkeypatch.setattr(imports, "ProcessPoolExecutor", Helpers)
     monkeypatch.setattr(imports, "CHUNK", 4)
     monkeypatch.setattr(imports, "HELPER_MIN_ROWS", 10)
     helped = run_import(api, run_jobs, text, done)
