@@ -501,6 +501,64 @@ def get_user(session: Session, app_id: int, external_id: str) -> User:
     return user
 
 
+RECENT_EVENTS_PER_NAME = 200
+
+
+def recently_seen(session: Session, app_id: int, limit: int) -> list[User]:
+    """The app's people seen most recently first (last_seen_at, then id), then those never seen.
+
+    No index has last_seen_at (so that moving it is a heap-only update, migration 0007). On
+    PostgreSQL the newest events of each event name, read backwards along
+    ix_events_app_name_time_user, name the candidates: every person whose newest event is newer
+    than the oldest event read of any name that had more is among them, with their newest
+    event. When the last of the `limit` people is such a person, the answer is complete; only
+    otherwise (very few people hold all the newest events) are all the app's people sorted.
+    """
+    ranked = _recently_seen_from_events(session, app_id, limit) \
+        if session.get_bind().dialect.name == "postgresql" else None
+    if ranked is None:
+        ranked = session.scalars(
+            sa.select(User).where(User.app_id == app_id, User.last_seen_at.is_not(None))
+            .order_by(User.last_seen_at.desc(), User.id.desc()).limit(limit)).all()
+    rows = list(ranked)
+    if len(rows) < limit:
+        rows += session.scalars(sa.select(User).where(User.app_id == app_id, User.last_seen_at.is_(None))
+                                .order_by(User.id.desc()).limit(limit - len(rows))).all()
+    return rows
+
+
+def _recently_seen_from_events(session: Session, app_id: int, limit: int) -> list[User] | None:
+    """`recently_seen`'s first `limit` people found from the newest events, or None if unsure."""
+    per_name = RECENT_EVENTS_PER_NAME
+    # The app's event names, one index descent each (a loose index scan).
+    first = (sa.select(events.c.name).where(events.c.app_id == app_id)
+             .order_by(events.c.name).limit(1).scalar_subquery())
+    names = sa.select(first.label("name")).cte("names", recursive=True)
+    following = (sa.select(events.c.name).where(events.c.app_id == app_id, events.c.name > names.c.name)
+                 .order_by(events.c.name).limit(1).scalar_subquery())
+    names = names.union_all(sa.select(following).where(names.c.name.is_not(None)))
+    newest = (sa.select(events.c.user_id, events.c.time)
+              .where(events.c.app_id == app_id, events.c.name == names.c.name)
+              .order_by(events.c.time.desc()).limit(per_name).lateral("newest"))
+    ranked = (sa.select(newest.c.user_id, newest.c.time, names.c.name,
+                        sa.func.row_number().over(partition_by=names.c.name, order_by=newest.c.time.desc())
+                        .label("n"))
+              .select_from(names.join(newest, sa.true())).where(names.c.name.is_not(None)).cte("ranked"))
+    # Below this time a name may have events not read (None: every name was read whole).
+    unsure = sa.select(sa.func.max(ranked.c.time)).where(ranked.c.n == per_name).scalar_subquery()
+    seen = (sa.select(ranked.c.user_id, sa.func.max(ranked.c.time).label("time"), unsure.label("unsure"))
+            .group_by(ranked.c.user_id).order_by(sa.desc("time"), ranked.c.user_id.desc()).limit(limit))
+    found = session.execute(seen).all()
+    if len(found) == limit and found[-1].unsure is not None and found[-1].time <= found[-1].unsure:
+        return None
+    if found and len(found) < limit and found[0].unsure is not None:
+        return None  # fewer people than asked for among the events read, but more events exist
+    people = {u.id: u for u in session.scalars(
+        sa.select(User).where(User.app_id == app_id, User.id.in_([r.user_id for r in found])))}
+    return sorted((people[r.user_id] for r in found if r.user_id in people),
+                  key=lambda u: (u.last_seen_at, u.id), reverse=True)
+
+
 def erase_user(session: Session, app_id: int, external_id: str) -> None:
     """Erase a person: profile, devices, events and rendered messages go (FK cascades).
 

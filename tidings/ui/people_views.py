@@ -33,12 +33,7 @@ def people():
         rows = s.scalars(sa.select(User).where(User.app_id == app_id, User.external_id.like(_like_prefix(q), escape="\\"))
                          .order_by(User.external_id).limit(LISTED)).all()
     else:
-        # Newest first down the (app_id, last_seen_at) index; people never seen come after.
-        rows = s.scalars(sa.select(User).where(User.app_id == app_id, User.last_seen_at.is_not(None))
-                         .order_by(User.last_seen_at.desc()).limit(LISTED)).all()
-        if len(rows) < LISTED:
-            rows += s.scalars(sa.select(User).where(User.app_id == app_id, User.last_seen_at.is_(None))
-                              .order_by(User.id.desc()).limit(LISTED - len(rows))).all()
+        rows = people_service.recently_seen(s, app_id, LISTED)
     return render_template("people/list.html", rows=rows, q=q, limit=LISTED)
 
 
