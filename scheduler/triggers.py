@@ -8,7 +8,7 @@ is in the audience, and which arm they get, is decided when the delay has run ou
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -17,6 +17,17 @@ from campaigns.models import Campaign, CampaignRun, CampaignStatus, Delivery, De
 from tidings.db import insert_for, utcnow
 
 MAX_EVENT_AGE = dt.timedelta(hours=24)  # replayed history does not fire campaigns
+
+
+def watched(session: Session, app_id: int, names: Iterable[str]) -> set[str]:
+    """Which of these event names a running campaign is triggered by."""
+    names = set(names)
+    if not names:
+        return set()
+    return set(session.scalars(
+        sa.select(Campaign.trigger_event).distinct()
+        .where(Campaign.app_id == app_id, Campaign.status == CampaignStatus.RUNNING,
+               Campaign.trigger_event.in_(names))))
 
 
 def on_events(session: Session, app_id: int, stored: Sequence[dict], now: dt.datetime | None = None) -> int:

@@ -24,8 +24,22 @@ def _text(value: Any, longest: int = 255) -> bool:
     return type(value) is str and 0 < len(value) <= longest
 
 
-def events_batch(data: Any) -> list[dict] | None:
-    """The loaded `{"events": [...]}` body, or None when the schema must decide."""
+def may_hold_nul(body: bytes | None) -> bool:
+    """Whether a JSON document parsed from `body` can hold a U+0000 (True when unknown).
+
+    In JSON text a NUL can only be written `\\u0000` (a raw one is rejected by the parser), and
+    a body in UTF-16 or UTF-32 has NUL bytes; a body with neither holds no NUL anywhere.
+    """
+    return body is None or b"\x00" in body or b"\\u0000" in body
+
+
+def events_batch(data: Any, body: bytes | None = None) -> list[dict] | None:
+    """The loaded `{"events": [...]}` body, or None when the schema must decide.
+
+    `body`, the bytes `data` was parsed from, lets the per-string NUL checks go when it cannot
+    hold one (`may_hold_nul`).
+    """
+    nul_possible = may_hold_nul(body)
     if type(data) is not dict or data.keys() != {"events"}:
         return None
     items = data["events"]
@@ -37,15 +51,16 @@ def events_batch(data: Any) -> list[dict] | None:
         if type(item) is not dict or not item.keys() <= _EVENT_KEYS:
             return None
         user, name = item.get("user"), item.get("name")
-        if not (type(user) is str and 0 < len(user) <= 255 and type(name) is str and 0 < len(name) <= 255
-                and "\x00" not in user and "\x00" not in name):
+        if not (type(user) is str and 0 < len(user) <= 255 and type(name) is str and 0 < len(name) <= 255):
+            return None
+        if nul_possible and ("\x00" in user or "\x00" in name):
             return None
         event = dict(item)
         if "properties" in item:
             props = item["properties"]
             if type(props) is not dict or not all(type(k) is str and 0 < len(k) <= 255 for k in props):
                 return None
-            if props and not nul_free(props):
+            if props and nul_possible and not nul_free(props):
                 return None
         if "time" in item:
             when = item["time"]
@@ -60,7 +75,9 @@ def events_batch(data: Any) -> list[dict] | None:
             event["time"] = when
         if "id" in item:
             client_id = item["id"]
-            if not (type(client_id) is str and 0 < len(client_id) <= 255 and "\x00" not in client_id):
+            if not (type(client_id) is str and 0 < len(client_id) <= 255):
+                return None
+            if nul_possible and "\x00" in client_id:
                 return None
         out.append(event)
     return out

@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -369,8 +369,10 @@ def ensure_users(session: Session, app_id: int, external_ids: Iterable[str],
 EVENT_COLUMNS = ("user_id", "name", "time", "properties", "client_event_id")
 
 
-def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.datetime | None = None) -> list[dict]:
-    """Store a validated batch of events; returns the events stored (id, user_id, name, time).
+def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.datetime | None = None, *,
+                  returning: Collection[str] | None = None) -> list[dict]:
+    """Store a validated batch of events; returns the events stored (id, user_id, name, time),
+    or only those named in `returning` (what triggered campaigns wait for; most batches need none).
 
     An event whose client `id` the app already sent (in this batch or before) is not stored again.
     `last_seen_at` of each user moves forward to their newest event.
@@ -382,7 +384,8 @@ def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.
     now = now or utcnow()
     user_ids = ensure_users(session, app_id, (e["user"] for e in batch), now)
     if session.get_bind().dialect.name != "postgresql":
-        return _ingest_events_portable(session, app_id, batch, user_ids, now)
+        stored = _ingest_events_portable(session, app_id, batch, user_ids, now)
+        return stored if returning is None else [e for e in stored if e["name"] in returning]
     received = now.isoformat()  # formatted here, once, rather than per row by the JSON encoder
     rows = []
     for e in _first_of_each_client_id(batch):
@@ -415,11 +418,11 @@ def ingest_events(session: Session, app_id: int, batch: Sequence[dict], now: dt.
             .cte("seen"))
     # The time as the driver gives it (aware), normalized here in one pass rather than per row
     # by the column type.
-    result = session.execute(
-        sa.select(stored.c.id, stored.c.user_id, stored.c.name,
-                  sa.type_coerce(stored.c.time, sa.DateTime(timezone=True))).add_cte(seen),
-        execution_options={"synchronize_session": False},
-    )
+    wanted = sa.select(stored.c.id, stored.c.user_id, stored.c.name,
+                       sa.type_coerce(stored.c.time, sa.DateTime(timezone=True))).add_cte(seen)
+    if returning is not None:  # the statement stores all the same: data-modifying CTEs run to completion
+        wanted = wanted.where(stored.c.name == sa.any_(sa.literal(sorted(returning), postgresql.ARRAY(sa.Text))))
+    result = session.execute(wanted, execution_options={"synchronize_session": False})
     utc = dt.UTC
     return [{"id": i, "user_id": u, "name": n, "time": t.astimezone(utc)} for i, u, n, t in result.all()]
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from segments.models import Event, User
 from tidings.db import session_scope
@@ -54,6 +56,18 @@ def test_events_far_in_the_future_are_refused(api):
     assert api.post("/events", json={"events": [{"user": "u", "name": "x", "time": later}]}).status_code == 422
 
 
+def test_a_nul_anywhere_in_a_batch_is_refused_however_the_body_is_encoded(api):
+    """The fast path skips its NUL checks for a body that cannot hold one; these bodies can."""
+    for event in ({"user": "u", "name": "a\x00"}, {"user": "u", "name": "a", "id": "e\x00"},
+                  {"user": "u", "name": "a", "properties": {"k": ["v\x00"]}}):
+        text = json.dumps({"events": [{"user": "u", "name": "ok"}, event]})
+        for body in (text.encode(), text.encode("utf-16"), text.encode("utf-32-le")):
+            r = api.post("/events", data=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 422, (event, body[:20])
+            assert r.json["error"]["details"]["index"] == 1
+    assert events_of("u") == []
+
+
 def test_event_batch_size_is_capped(api):
     r = api.post("/events", json={"events": [{"user": "u", "name": "x"}] * 1001})
     assert r.status_code == 422
@@ -79,6 +93,26 @@ def test_ingest_returns_only_the_events_it_stored(app_keys):
         assert {e["user_id"] for e in stored} == {ids["a"], ids["b"]}
         assert len({e["id"] for e in first + stored}) == 3
         assert s.scalar(sa.select(sa.func.count()).select_from(Event)) == 3
+
+
+def test_ingest_returns_the_named_events_only_but_stores_them_all(app_keys, tmp_path):
+    """`returning`: what triggered campaigns wait for comes back; everything is stored (both dialects)."""
+    from segments import people
+    from tidings import migrate
+    from tidings.apps import create_app_record
+
+    t = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    batch = [{"user": "a", "name": "open", "time": t}, {"user": "b", "name": "buy", "time": t},
+             {"user": "a", "name": "buy", "time": t}, {"user": "a", "name": "view", "time": t}]
+    url = f"sqlite:///{tmp_path / 'e.sqlite'}"
+    migrate.upgrade(url)
+    with session_scope() as pg, Session(sa.create_engine(url)) as lite:
+        for s, app_id in ((pg, app_keys[0]), (lite, create_app_record(lite, "lite")[0].id)):
+            assert sorted(e["name"] for e in people.ingest_events(s, app_id, batch, returning={"buy", "x"})) == \
+                ["buy", "buy"]
+            assert people.ingest_events(s, app_id, batch, returning=set()) == []
+            assert s.scalar(sa.select(sa.func.count()).select_from(Event).where(Event.app_id == app_id)) == 8
+            lite.commit()
 
 
 def test_last_seen_is_the_newest_event_of_the_batch_and_never_moves_back(api):

@@ -112,12 +112,15 @@ def delete_user(external_id: str):
 @client_allowed
 def post_events():
     body = json_body()
-    batch = fastpath.events_batch(body)
+    batch = fastpath.events_batch(body, request.get_data(cache=True))
     if batch is None:
         batch = load(EventsBatchSchema(), body)["events"]
     session = db_session()
-    stored = people.ingest_events(session, caller().app_id, batch)
-    triggers.on_events(session, caller().app_id, stored)
+    app_id = caller().app_id
+    # Only the events some running campaign is triggered by come back from the database.
+    stored = people.ingest_events(session, app_id, batch,
+                                  returning=triggers.watched(session, app_id, {e["name"] for e in batch}))
+    triggers.on_events(session, app_id, stored)
     session.commit()
     return jsonify({"accepted": len(batch)}), 202
 
