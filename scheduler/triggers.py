@@ -19,29 +19,26 @@ from tidings.db import insert_for, utcnow
 MAX_EVENT_AGE = dt.timedelta(hours=24)  # replayed history does not fire campaigns
 
 
-def watched(session: Session, app_id: int, names: Iterable[str]) -> set[str]:
-    """Which of these event names a running campaign is triggered by."""
+def watching(session: Session, app_id: int, names: Iterable[str]) -> list[sa.Row]:
+    """The running campaigns triggered by any of these event names (id, trigger_event, spec,
+    launched_at): looked up before the events are stored, which then only need to come back
+    from the database when one of these waits for them."""
     names = set(names)
     if not names:
-        return set()
-    return set(session.scalars(
-        sa.select(Campaign.trigger_event).distinct()
-        .where(Campaign.app_id == app_id, Campaign.status == CampaignStatus.RUNNING,
-               Campaign.trigger_event.in_(names))))
-
-
-def on_events(session: Session, app_id: int, stored: Sequence[dict], now: dt.datetime | None = None) -> int:
-    """Queue triggered sends for freshly stored events (id, user_id, name, time); returns how many."""
-    now = now or utcnow()
-    names = {e["name"] for e in stored}
-    if not names:
-        return 0
-    campaigns = session.execute(
+        return []
+    return session.execute(
         sa.select(Campaign.id, Campaign.trigger_event, Campaign.spec, Campaign.launched_at)
         .where(Campaign.app_id == app_id, Campaign.status == CampaignStatus.RUNNING,
                Campaign.trigger_event.in_(names))
     ).all()
-    if not campaigns:
+
+
+def on_events(session: Session, app_id: int, campaigns: Sequence[sa.Row], stored: Sequence[dict],
+              now: dt.datetime | None = None) -> int:
+    """Queue the triggered sends of `campaigns` (`watching`) for freshly stored events (id,
+    user_id, name, time); returns how many."""
+    now = now or utcnow()
+    if not campaigns or not stored:
         return 0
     runs = dict(session.execute(
         sa.select(CampaignRun.campaign_id, sa.func.min(CampaignRun.id))

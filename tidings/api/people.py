@@ -117,10 +117,10 @@ def post_events():
         batch = load(EventsBatchSchema(), body)["events"]
     session = db_session()
     app_id = caller().app_id
+    campaigns = triggers.watching(session, app_id, {e["name"] for e in batch})
     # Only the events some running campaign is triggered by come back from the database.
-    stored = people.ingest_events(session, app_id, batch,
-                                  returning=triggers.watched(session, app_id, {e["name"] for e in batch}))
-    triggers.on_events(session, app_id, stored)
+    stored = people.ingest_events(session, app_id, batch, returning={c.trigger_event for c in campaigns})
+    triggers.on_events(session, app_id, campaigns, stored)
     session.commit()
     return jsonify({"accepted": len(batch)}), 202
 
