@@ -126,12 +126,17 @@ def _unit_parts(campaign: Campaign, dialect: str, cutoff: dt.datetime, only=None
                        ).group_by(*arm)
     people = (sa.select(u.c.target_index, u.c.control, u.c.user_id).where(u.c.reached == 1)
               .distinct().subquery("people"))
-    churn = (sa.select(*_row("churn", people.c.target_index, people.c.control, None, None, sa.func.count(),
-                             sa.func.count().filter(users.c.last_seen_at < cutoff),
-                             sa.func.count().filter(users.c.last_seen_at >= cutoff)))
-             .select_from(people.join(users, users.c.id == people.c.user_id))
-             .group_by(people.c.target_index, people.c.control))
-    return [funnel, churn] if with_churn else [funnel]
+    return [funnel, _churn_of(people, cutoff)] if with_churn else [funnel]
+
+
+def _churn_of(people, cutoff: dt.datetime, *also) -> sa.Select:
+    """The churn part: `people` (user_id, target_index, control; each once) counted per target
+    and side, by their users row's last_seen_at (`also`: more conditions of that join)."""
+    return (sa.select(*_row("churn", people.c.target_index, people.c.control, None, None, sa.func.count(),
+                            sa.func.count().filter(users.c.last_seen_at < cutoff),
+                            sa.func.count().filter(users.c.last_seen_at >= cutoff)))
+            .select_from(people.join(users, sa.and_(users.c.id == people.c.user_id, *also)))
+            .group_by(people.c.target_index, people.c.control))
 
 
 def _status(where: list, sign: int = 1) -> sa.Select:
@@ -159,11 +164,7 @@ def _churn(campaign: Campaign, cutoff: dt.datetime, low: int | None, high: int |
     people = (sa.select(d.c.user_id, d.c.target_index, d.c.control)
               .where(*_reported(campaign), d.c.status != S.SUPPRESSED, *within(d.c.user_id))
               .group_by(d.c.user_id, d.c.target_index, d.c.control).subquery("people"))
-    return (sa.select(*_row("churn", people.c.target_index, people.c.control, None, None, sa.func.count(),
-                            sa.func.count().filter(users.c.last_seen_at < cutoff),
-                            sa.func.count().filter(users.c.last_seen_at >= cutoff)))
-            .select_from(people.join(users, sa.and_(users.c.id == people.c.user_id, *within(users.c.id))))
-            .group_by(people.c.target_index, people.c.control))
+    return _churn_of(people, cutoff, *within(users.c.id))
 
 
 def _converted(campaign: Campaign, conversion: dict, bounds: Bounds) -> sa.Select:
