@@ -1,4 +1,5 @@
-"""The scheduler loop: one `tick` starts due runs, batches due sends and sweeps lost work.
+"""The scheduler loop: one `tick` starts due runs, batches due sends, sweeps lost work and sums
+new events into the event rollups (once a minute).
 
 Safe with several schedulers at once: due campaigns and due deliveries are claimed with
 `FOR UPDATE SKIP LOCKED`, a run is unique per (campaign, occurrence), and everything the
@@ -19,7 +20,8 @@ from campaigns.models import (
     BatchStatus, Campaign, CampaignRun, CampaignStatus, Delivery, DeliveryBatch, DeliveryStatus, RunStatus,
 )
 from scheduler import fanout, sweeper
-from tidings.db import session_scope, utcnow
+from segments import rollups
+from tidings.db import get_engine, session_scope, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ def tick(now: dt.datetime | None = None) -> dict:
     }
     with session_scope() as session:
         done["imports_requeued"] = len(sweeper.requeue_stuck_imports(session, now))
+    rolled = rollups.roll_up_if_due(get_engine(), now)
+    done["events_rolled_up"] = rolled["events"] if rolled else 0
     return done
 
 

@@ -116,6 +116,40 @@ class Event(Base):
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class EventRollup(Base):
+    """Each person's events of one name, summed up to the rollup mark (segments.rollups).
+
+    "did X" over the whole audience reads these (one row per person) plus the events after
+    the mark, instead of every X event ever stored. Written only by the rollup job, never on
+    ingest; a person's rows go with them (FK cascade), as their events do.
+    """
+
+    __tablename__ = "event_rollups"
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("user_id", "name"),
+        # "did X [in last d]" and "... and not did X in last d": an index-only range scan over
+        # the people who did X, by their last time.
+        sa.Index("ix_event_rollups_app_name_last_user", "app_id", "name", "last_at", "user_id"),
+    )
+
+    app_id: Mapped[int] = mapped_column(sa.BigInteger, app_fk())
+    user_id: Mapped[int] = mapped_column(sa.BigInteger, user_fk())
+    name: Mapped[str] = mapped_column(sa.String(255))
+    first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class EventRollupMark(Base):
+    """The one row saying how far event_rollups reach: every event with id <= upto is in them."""
+
+    __tablename__ = "event_rollup_marks"
+
+    id: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True, autoincrement=False)
+    upto: Mapped[int] = mapped_column(sa.BigInteger)
+    rolled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 class Segment(Base):
     """A named query in the segment language."""
 

@@ -7,6 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from segments import rollups
 from segments.models import Segment, User
 from segments.query import QueryError, parse, referenced_segments, resolve
 from segments.query.memory import evaluate, load_profile
@@ -127,7 +128,8 @@ def _dialect(session: Session) -> str:
 
 
 def member_ids(session: Session, app_id: int, node, now: dt.datetime | None = None) -> sa.Select:
-    return select_user_ids(node, app_id=app_id, now=now or utcnow(), dialect=_dialect(session))
+    return select_user_ids(node, app_id=app_id, now=now or utcnow(), dialect=_dialect(session),
+                           rolled_up_to=rollups.usable_mark(session))
 
 
 def count_users(session: Session, app_id: int, node, now: dt.datetime | None = None) -> int:

@@ -31,6 +31,18 @@ def test_apps_create_prints_keys_once(pg_env, client):
     assert r.status_code in (200, 201) and r.json["id"] == "u1"
 
 
+def test_events_rollup_sums_what_is_stored(pg_env, client):
+    out = json.loads(tidings("apps", "create", "Shop", env=pg_env).stdout)
+    headers = {"Authorization": f"Bearer {out['server_key']}"}
+    r = client.post("/api/v1/events", headers=headers, json={"events": [
+        {"user": "u1", "name": "open"}, {"user": "u1", "name": "open"}, {"user": "u2", "name": "buy"}]})
+    assert r.status_code in (200, 202), r.json
+    rolled = json.loads(tidings("events", "rollup", env=pg_env).stdout)
+    assert rolled["upto"] is not None and rolled["events"] >= 3
+    again = json.loads(tidings("events", "rollup", env=pg_env).stdout)
+    assert again == {"upto": rolled["upto"], "events": 0}
+
+
 def test_users_create_and_duplicate(pg_env):
     out = json.loads(tidings("users", "create", "Ann@Example.com", "--role", "marketer",
                              "--password", "correct horse", env=pg_env).stdout)
@@ -55,6 +67,7 @@ def test_sqlite_default_upgrade_and_demo(tmp_path):
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] > 100
     again = json.loads(tidings("demo", "--users", "150", env=env).stdout)
     assert not again["created"] and again["server_key"] != out["server_key"]
+    assert json.loads(tidings("events", "rollup", env=env).stdout)["upto"] is None  # PostgreSQL only
 
 
 def test_worker_needs_redis(tmp_path):

@@ -180,6 +180,30 @@ def scheduler_cmd(once, interval):
         time.sleep(interval)
 
 
+@main.group("events")
+def events_group():
+    """Stored events."""
+
+
+@events_group.command("rollup")
+def events_rollup():
+    """Sum every event stored so far into the event rollups (the scheduler does it each minute;
+    run this once after an upgrade that added them, so the first minutes need not catch up)."""
+    _init()
+    from segments import rollups
+    from tidings.db import get_engine
+
+    engine = get_engine()
+    if engine.dialect.name != "postgresql":
+        click.echo(json.dumps({"upto": None, "events": 0, "note": "rollups are PostgreSQL-only"}))
+        return
+    result = rollups.roll_up(engine)
+    if result["upto"] is None:
+        click.echo("error: event inserts did not pause for the rollup; try again", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(result))
+
+
 @main.command("demo")
 @click.option("--users", default=2000, show_default=True)
 def demo(users):
