@@ -1016,7 +1016,7 @@ def csv_import(procs: Processes, server_key: str, rows: int, pool: int, prefix: 
 def delete_app(app_id: int) -> None:
     t = time.perf_counter()
     with psycopg.connect(db_url(), autocommit=True) as conn:
-        for table in ("events", "devices", "users", "user_imports"):
+        for table in ("event_rollups", "events", "devices", "users", "user_imports"):
             conn.execute(f"DELETE FROM {table} WHERE app_id = %s", (app_id,))
         conn.execute("DELETE FROM apps WHERE id = %s", (app_id,))
         conn.execute("VACUUM (ANALYZE) users")

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from segments.models import Device, Event, SmsOptOut, User
+from segments.models import Device, Event, EventRollup, SmsOptOut, User
+from segments.rollups import hold_off_rollups
 from segments.versions import version_key
 from tidings.db import bulk_insert, bulk_update, insert_for, one_of, utcnow
 from tidings.errors import NotFoundError
@@ -34,6 +35,7 @@ USER_DEFAULTS = {"sms_opt_in": False, "push_opt_in": True}
 users = User.__table__
 devices = Device.__table__
 events = Event.__table__
+rollups = EventRollup.__table__
 optouts = SmsOptOut.__table__
 
 
@@ -563,11 +565,13 @@ def _recently_seen_from_events(session: Session, app_id: int, limit: int) -> lis
 
 
 def erase_user(session: Session, app_id: int, external_id: str) -> None:
-    """Erase a person: profile, devices, events and rendered messages go (FK cascades).
+    """Erase a person: profile, devices, events, event rollups and rendered messages go.
 
     An SMS opt-out survives only as a hash of the number (sms_optouts), never the number itself.
     """
     user = get_user(session, app_id, external_id)
+    hold_off_rollups(session)  # no rollup writes their rows back after this
+    session.execute(sa.delete(rollups).where(rollups.c.user_id == user.id))
     session.execute(sa.delete(users).where(users.c.id == user.id))
     session.expunge(user)
 
