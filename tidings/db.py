@@ -89,7 +89,12 @@ def configure(url: str, **engine_kwargs) -> sa.Engine:
         engine_kwargs.setdefault("pool_pre_ping", True)
         # JIT compiling costs 100-300 ms on segment counts and buys nothing at our row counts;
         # segment counts hash a few hundred thousand user ids, which spill to disk at 4 MB.
-        engine_kwargs.setdefault("connect_args", {"options": "-c jit=off -c work_mem=32MB"})
+        # Index pages are as quick to reach as heap pages in order (SSD, or the OS cache): the
+        # default random_page_cost of 4 had segment counts scan whole tables instead of
+        # index-only ranges (1M users: "did X >= 3 times in last 30d" 345 -> 121 ms, the
+        # compound query 634 -> 143 ms, device + version 1,014 -> 872 ms).
+        engine_kwargs.setdefault("connect_args", {
+            "options": "-c jit=off -c work_mem=32MB -c random_page_cost=1.1"})
     engine = sa.create_engine(url, **engine_kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
