@@ -132,7 +132,7 @@ class EventRollup(Base):
         sa.Index("ix_event_rollups_app_name_last_user", "app_id", "name", "last_at", "user_id"),
     )
 
-    # No foreign keys: checking two per row cost the job about a third of its time. Rows go
+    # No foreign keys: checking two per row cost the job about half its time. Rows go
     # with their person through erase_user, which never overlaps a rollup (hold_off_rollups).
     app_id: Mapped[int] = mapped_column(sa.BigInteger)
     user_id: Mapped[int] = mapped_column(sa.BigInteger)

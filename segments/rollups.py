@@ -50,7 +50,7 @@ def hold_off_rollups(session: Session) -> None:
 
     Otherwise a rollup that read the person's events before the erasure committed would write
     their rows back after it. (Foreign keys from event_rollups to users would have cost the
-    job a third of its time, and deadlocks with erasures besides; locking each new row's person
+    job half its time, and deadlocks with erasures besides; locking each new row's person
     up front held back event ingestion for seconds, measured p99 6 s.)
     """
     if session.get_bind().dialect.name == "postgresql":

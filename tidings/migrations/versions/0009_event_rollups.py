@@ -6,7 +6,7 @@ person and event name for the events up to a mark; "did X" reads those rows plus
 after the mark (segments.rollups). They are written by a job every minute, never on ingest:
 summing on ingest cost POST /events 28-35% of its throughput (measured).
 
-No foreign keys: checking them cost the job a third of its time (about 26-32 -> 12-16 us an
+No foreign keys: checking them cost the job about half its time (26-32 -> 12-16 us an
 event); erase_user deletes a person's rows and never overlaps a rollup (an advisory lock).
 
 Existing events are summed by the first run of the job (`tidings events rollup`), in chunks.
