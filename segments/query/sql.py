@@ -143,8 +143,7 @@ class _Compiler:
             return sa.or_(*(self.node(i, props) for i in node.items))
         if isinstance(node, Not):
             if self.rolled(node.item):  # NOT (EXISTS OR EXISTS) would not become anti-joins
-                return sa.and_(*(~sa.exists().where(t.c.user_id == users.c.id, *conds)
-                                 for t, conds in self._rolled_parts(node.item)))
+                return sa.and_(*(~e for e in self._did_exists(node.item)))
             return sa.not_(self.node(node.item, props))
         if isinstance(node, SegmentRef):
             raise ValueError("resolve segment references before compiling a query")
@@ -186,11 +185,15 @@ class _Compiler:
         """
         lows: dict[str, list] = {}
         highs: dict[str, list] = {}
+        rest, negated = [], []
         for item in items:
             if self.rolled(item):
                 lows.setdefault(item.event, []).append(self._since(item))
             elif isinstance(item, Not) and self.rolled(item.item) and item.item.window is not None:
                 highs.setdefault(item.item.event, []).append(self._since(item.item))
+                negated.append(item)
+            else:
+                rest.append(item)
         ranges = []
         for name, since_list in lows.items():
             conds = [rollups.c.app_id == self.app_id, rollups.c.name == sa.literal(name, sa.String())]
@@ -200,10 +203,8 @@ class _Compiler:
             if name in highs:
                 conds.append(rollups.c.last_at < sa.literal(min(highs[name]), rollups.c.last_at.type))
             ranges.append(users.c.id.in_(sa.select(rollups.c.user_id).where(*conds)))
-        rest = [i for i in items if not (
-            (self.rolled(i) and i.event in lows)
-            or (isinstance(i, Not) and self.rolled(i.item) and i.item.event in lows and i.item.window is not None))]
-        return rest, ranges
+        # A negation with no positive on its name stays as it is (a person may have no row).
+        return rest + [i for i in negated if i.item.event not in lows], ranges
 
     # ---- plain columns ------------------------------------------------------------------
 
@@ -311,8 +312,7 @@ class _Compiler:
 
     def did(self, node: Did) -> ColumnElement[bool]:
         if self.rolled(node):
-            return sa.or_(*(sa.exists().where(t.c.user_id == users.c.id, *conds)
-                            for t, conds in self._rolled_parts(node)))
+            return sa.or_(*self._did_exists(node))
         conds = [events.c.app_id == self.app_id,
                  events.c.name == sa.literal(node.event, sa.String())]
         if node.window is not None:
@@ -337,9 +337,9 @@ class _Compiler:
     def _since(self, node: Did) -> dt.datetime | None:
         return None if node.window is None else since(self.now, node.window)
 
-    def _rolled_parts(self, node: Did) -> list[tuple[sa.Table, list[ColumnElement[bool]]]]:
-        """(table, conditions) whose rows, for a person, say they did it: their rollup row up
-        to the mark, and (unless `tail` is off) their X events after it.
+    def _did_exists(self, node: Did) -> list[ColumnElement[bool]]:
+        """EXISTS conditions of which any says a person did it: their rollup row up to the
+        mark, and (unless `tail` is off) their X events after it.
 
         A person whose events are in both is found twice, which EXISTS does not mind; so a
         mark read before a rollup that moved it since only makes the second part longer.
@@ -353,7 +353,8 @@ class _Compiler:
         if at is not None:
             rolled.append(rollups.c.last_at >= sa.literal(at, rollups.c.last_at.type))
             after.append(events.c.time >= sa.literal(at, events.c.time.type))
-        return [(rollups, rolled)] + ([(events, after)] if self.tail else [])
+        parts = [(rollups, rolled)] + ([(events, after)] if self.tail else [])
+        return [sa.exists().where(t.c.user_id == users.c.id, *conds) for t, conds in parts]
 
     @staticmethod
     def _counted(conds, having) -> ColumnElement[bool]:
